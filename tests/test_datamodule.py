@@ -1,0 +1,101 @@
+"""SpeakerTaskDataModule: splits, modes, fixed evaluation batches, and 2-process DDP."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import write_vctk
+from lightning_tts.audio import FeatureParams
+from lightning_tts.data.datamodule import SpeakerTaskDataModule
+from lightning_tts.data.tasks import TaskBatch, UtteranceBatch
+from lightning_tts.errors import DataError
+
+
+def _dm(make_cfg, root: Path, mode: str, *overrides: str) -> SpeakerTaskDataModule:
+    cfg = make_cfg(f"data.root={root}", "data.splits.val=2", "data.splits.test=2", *overrides)
+    dm = SpeakerTaskDataModule(cfg.data, FeatureParams.from_config(cfg.features), mode=mode, seed=0, progress=False)
+    dm.prepare_data()
+    dm.setup("fit")
+    return dm
+
+
+def test_splits_are_speaker_disjoint_and_heldout_is_excluded(make_cfg, synthetic_root: Path) -> None:
+    dm = _dm(make_cfg, synthetic_root, "utterance", "data.batch_size=4")
+    split = dm.split
+    assert len(split.train) == 6 and len(split.val) == 2 and len(split.test) == 2
+    assert not set(split.train) & (set(split.val) | set(split.test)) and not set(split.val) & set(split.test)
+    assert len(split.heldout) == 6 * 2
+    train_ids = {uid for b in dm.train_dataloader() for uid in b.utterance_ids}
+    val_batches = list(dm.val_dataloader())
+    val_ids = {uid for b in val_batches for uid in b.utterance_ids}
+    assert val_ids == split.heldout and not train_ids & val_ids
+    assert {spk for b in val_batches for spk in b.speakers} <= set(split.train)
+    assert "speakers train/val/test = 6/2/2" in dm.describe()
+
+
+def test_episodic_batches(make_cfg, synthetic_root: Path) -> None:
+    dm = _dm(make_cfg, synthetic_root, "episodic", "data.tasks.shots=3", "data.tasks.queries=2",
+             "data.tasks.tasks_per_batch=2", "data.tasks.tasks_per_epoch=8")
+    batches = list(dm.train_dataloader())
+    assert len(batches) == 4 and all(isinstance(b, TaskBatch) for b in batches)
+    b = batches[0]
+    assert b.support.mels.shape[0] == 6 and b.query.mels.shape[0] == 4 and b.support.mels.shape[2] == 80
+    for task in b.tasks():
+        assert set(task.support.speakers) == set(task.query.speakers) == {task.speaker}
+        assert not set(task.support.utterance_ids) & set(task.query.utterance_ids)
+        assert task.speaker in dm.split.train
+        assert (task.support.speaker_ids >= 0).all()
+    val = list(dm.val_dataloader())
+    assert val and {t.speaker for vb in val for t in vb.tasks()} == set(dm.split.val)
+    assert all((vb.support.speaker_ids == -1).all() for vb in val)  # unseen speakers have no table entry
+    again = [[t.query.utterance_ids for t in vb.tasks()] for vb in dm.val_dataloader()]
+    assert again == [[t.query.utterance_ids for t in vb.tasks()] for vb in val]
+
+
+def test_speakers_mode(make_cfg, synthetic_root: Path) -> None:
+    dm = _dm(make_cfg, synthetic_root, "speakers", "data.speakers_per_batch=3", "data.utterances_per_speaker=4")
+    batch = next(iter(dm.train_dataloader()))
+    assert isinstance(batch, UtteranceBatch) and len(batch) == 12 and len(set(batch.speakers)) == 3
+    test = list(dm.test_dataloader())
+    assert {s for b in test for s in b.speakers} == set(dm.split.test)
+
+
+def test_too_few_utterances_are_excluded_with_a_warning(make_cfg, tmp_path: Path) -> None:
+    root = write_vctk(tmp_path / "vctk", speakers=4, utts=8, sample_rate=16000)
+    for u in range(1, 6):
+        (root / "txt" / "p228" / f"p228_{u:03d}.txt").unlink()  # p228 keeps 3 utterances
+    common = ("data.corpus=vctk", "data.splits.val_speakers=[p227]", "data.splits.test_speakers=[p226]",
+              "data.splits.heldout_utterances=0", "data.tasks.tasks_per_batch=1")
+    dm = _dm(make_cfg, root, "episodic", *common, "data.tasks.shots=2", "data.tasks.queries=2")
+    with pytest.warns(UserWarning, match=r"1 speakers have fewer than 4 utterances.*\['p228'\]"):
+        sampler = dm.train_dataloader().sampler
+    assert sampler.speakers == ["p225"]
+    dm = _dm(make_cfg, root, "episodic", *common, "data.tasks.shots=5", "data.tasks.queries=5")
+    with pytest.raises(DataError, match="no training speaker has 10 utterances"), pytest.warns(UserWarning):
+        dm.train_dataloader()
+
+
+def test_workers_give_the_same_batches(make_cfg, synthetic_root: Path) -> None:
+    serial = _dm(make_cfg, synthetic_root, "episodic", "data.tasks.tasks_per_epoch=8")
+    parallel = _dm(make_cfg, synthetic_root, "episodic", "data.tasks.tasks_per_epoch=8", "data.num_workers=2")
+    ids = lambda dm: [b.query.utterance_ids for b in dm.train_dataloader()]  # noqa: E731
+    assert ids(serial) == ids(parallel)
+
+
+def test_two_process_ddp_draws_disjoint_tasks(tmp_path: Path, make_cfg, synthetic_root: Path) -> None:
+    _dm(make_cfg, synthetic_root, "episodic")  # build the cache once, outside the ranks
+    out = tmp_path / "ranks"
+    out.mkdir()
+    probe = Path(__file__).parent / "ddp_probe.py"
+    proc = subprocess.run([sys.executable, str(probe), str(synthetic_root), str(tmp_path / "cache"), str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
+    for epoch in ("0", "1"):
+        tasks = [{(t["speaker"], tuple(sorted(t["support"])), tuple(sorted(t["query"]))) for t in r[epoch]}
+                 for r in ranks]
+        assert len(tasks[0]) == len(tasks[1]) == 4 * 2
+        assert not tasks[0] & tasks[1]
+    assert ranks[0]["0"] != ranks[0]["1"]  # a new epoch draws new tasks
