@@ -87,15 +87,101 @@ def _synthetic_corpus(args: argparse.Namespace, cfg: Optional[DictConfig]) -> in
     return 0
 
 
+def _is_rank_zero() -> bool:
+    """True in the process that should print (rank 0 under DDP)."""
+    from pytorch_lightning.utilities import rank_zero_only
+
+    return getattr(rank_zero_only, "rank", 0) == 0
+
+
+def _fit(args: argparse.Namespace, cfg: Optional[DictConfig]) -> int:
+    """Train; print where everything went."""
+    from lightning_tts.training import run
+
+    assert cfg is not None
+    result = run(cfg, "fit", progress=not args.no_progress)
+    if _is_rank_zero():
+        print(f"run directory: {result.run_dir}")
+        print(f"  config:      {result.run_dir / 'config.yaml'}")
+        print(f"  checkpoints: best {result.best_checkpoint}, last {result.last_checkpoint}")
+        print(f"  logs:        {result.run_dir / 'logs' / 'metrics.csv'} "
+              f"(TensorBoard: tensorboard --logdir {result.run_dir / 'tensorboard'})")
+        print(f"  plots:       {result.run_dir / 'images'}")
+        shown = {k: round(v, 4) for k, v in sorted(result.metrics.items()) if k.startswith("val/")}
+        print(f"  final validation: {shown}")
+    return 0
+
+
+def _checkpoint_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, help="a checkpoint written by fit")
+
+
+def _evaluate_stage(stage: str) -> Callable[[argparse.Namespace, Optional[DictConfig]], int]:
+    """Handler of ``validate``/``test``: score a checkpoint on the configured data."""
+
+    def handler(args: argparse.Namespace, cfg: Optional[DictConfig]) -> int:
+        from lightning_tts.training import run
+
+        assert cfg is not None
+        result = run(cfg, stage, checkpoint=args.checkpoint, progress=not args.no_progress)
+        if _is_rank_zero():
+            for key, value in sorted(result.metrics.items()):
+                print(f"{key}: {value:.4f}")
+        return 0
+
+    return handler
+
+
+def _synthesize_args(p: argparse.ArgumentParser) -> None:
+    _checkpoint_arg(p)
+    p.add_argument("--text", required=True, help="what to say")
+    p.add_argument("--out", required=True, help="output .wav (16-bit PCM at the model's sample rate)")
+    voice = p.add_mutually_exclusive_group()
+    voice.add_argument("--speaker", help="a training speaker of the checkpoint")
+    p.add_argument("--pace", type=float, default=1.0, help="speaking-rate factor (2.0 = twice as fast)")
+    p.add_argument("--griffin-lim-iters", type=int, default=32, help="Griffin-Lim iterations")
+
+
+def _synthesize(args: argparse.Namespace, cfg: Optional[DictConfig]) -> int:
+    """Text -> wav with a checkpoint and a voice."""
+    import torch
+
+    from lightning_tts.audio import write_audio
+    from lightning_tts.learners import load_learner
+    from lightning_tts.models.vocoder import GriffinLimVocoder
+
+    if args.pace <= 0:
+        raise ConfigError(f"--pace must be > 0, got {args.pace}")
+    out = Path(args.out)
+    if out.suffix.lower() not in (".wav", ".flac"):
+        raise LightningTTSError(f"--out must end in .wav or .flac, got {out}")
+    if not out.parent.is_dir():
+        raise LightningTTSError(f"cannot write {out}: directory {out.parent} does not exist")
+    learner = load_learner(args.checkpoint)
+    tokens = torch.tensor(learner.text.encode(args.text), dtype=torch.long)
+    speaker = args.speaker if args.speaker is not None else learner.speakers[0]
+    if args.speaker is None:
+        print(f"no voice given: using training speaker {speaker} (--speaker to choose)", file=sys.stderr)
+    mel = learner.synthesize(tokens, learner.speaker_state(speaker), pace=args.pace)
+    wav = GriffinLimVocoder(learner.feature_params, n_iter=args.griffin_lim_iters)(mel)
+    write_audio(out, wav, learner.feature_params.sample_rate)
+    print(f"wrote {out}: {wav.numel() / learner.feature_params.sample_rate:.2f} s, {mel.shape[0]} frames, "
+          f"speaker {speaker}")
+    return 0
+
+
 COMMANDS: dict[str, Command] = {
-    "fit": Command("train a learner (resumable: ckpt_path=PATH)", _not_yet(3)),
-    "validate": Command("run validation of a checkpoint", _not_yet(3)),
-    "test": Command("run the test split of a checkpoint", _not_yet(3)),
+    "fit": Command("train a learner (resume with ckpt_path=PATH or ckpt_path=last)", _fit),
+    "validate": Command("score a checkpoint on the validation batches", _evaluate_stage("validate"),
+                        _checkpoint_arg),
+    "test": Command("adapt a checkpoint to each test speaker and score the query utterances",
+                    _evaluate_stage("test"), _checkpoint_arg),
     "preprocess": Command("read a corpus and build its feature cache", _preprocess),
     "synthetic-corpus": Command("write the procedural multi-speaker corpus", _synthetic_corpus, _synthetic_args,
                                 uses_config=False),
     "adapt": Command("adapt a checkpoint to a new speaker from a few utterances", _not_yet(4)),
-    "synthesize": Command("text -> wav with a trained (and optionally adapted) model", _not_yet(3)),
+    "synthesize": Command("text -> wav with a trained (and optionally adapted) model", _synthesize,
+                          _synthesize_args, uses_config=False),
     "evaluate": Command("few-shot evaluation tables and adaptation curves", _not_yet(7)),
     "embed": Command("speaker embeddings and UMAP plots", _not_yet(5)),
     "slurm": Command("print or write an sbatch script for multi-node training", _not_yet(8)),

@@ -27,26 +27,12 @@ from omegaconf.errors import (
 )
 
 from lightning_tts.atomic import write_text
+from lightning_tts.audio import FeatureParams
 from lightning_tts.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = PROJECT_ROOT / "conf"
 DEFAULT_CONFIG = CONF_DIR / "default.yaml"
-
-
-@dataclass
-class FeatureConfig:
-    """Acoustic feature parameters; the one place they are defined (see ``audio.FeatureParams``)."""
-
-    sample_rate: int = 16000
-    n_fft: int = 1024
-    hop_length: int = 256
-    win_length: int = 1024
-    n_mels: int = 80
-    fmin: float = 0.0
-    fmax: float = 8000.0
-    pitch: bool = False
-    energy: bool = False
 
 
 @dataclass
@@ -122,27 +108,81 @@ class TrainerConfig:
     precision: str = "32-true"
     max_steps: int = -1
     max_epochs: Optional[int] = None
-    val_check_interval: Optional[float] = None
+    val_check_interval: Any = None  # int: every N training batches; float: fraction of an epoch
     check_val_every_n_epoch: Optional[int] = 1
     log_every_n_steps: int = 10
     gradient_clip_val: Optional[float] = None
     accumulate_grad_batches: int = 1
-    limit_train_batches: Optional[float] = None
-    limit_val_batches: Optional[float] = None
+    limit_train_batches: Any = None  # int: batches; float: fraction
+    limit_val_batches: Any = None
     deterministic: bool = False
     enable_progress_bar: bool = True
     default_root_dir: str = "artifacts/runs"
 
 
 @dataclass
+class ModelConfig:
+    """Arguments of ``models.acoustic.AcousticModel`` (sizes: see conf/model/*.yaml)."""
+
+    dim: int = 128
+    heads: int = 2
+    encoder_layers: int = 2
+    decoder_layers: int = 2
+    ffn_dim: int = 256
+    kernel_size: int = 3
+    dropout: float = 0.1
+    speaker_dim: int = 64
+    predictor_channels: int = 128
+    aligner_channels: int = 80
+    aligner_temperature: float = 0.0005
+    prior_scale: float = 1.0
+
+
+@dataclass
+class LossConfig:
+    """Arguments of ``models.losses.AcousticLoss``."""
+
+    duration_weight: float = 0.1
+    align_weight: float = 1.0
+    bin_weight: float = 1.0
+    bin_start: int = 300
+    bin_warmup: int = 300
+    variance_weight: float = 0.1
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser and learning-rate schedule of the (outer) training loop."""
+
+    name: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 1e-6
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.98])
+    warmup_steps: int = 100
+    scheduler: str = "cosine"
+    min_lr_ratio: float = 0.05
+
+
+@dataclass
 class Config:
-    """The whole run: seed, features, text, data and trainer."""
+    """The whole run.
+
+    ``learner`` holds ``name`` (a module of ``lightning_tts.learners``) and that learner's own options,
+    checked against its ``Config`` dataclass. A config file that names another learner replaces the
+    section instead of merging into it.
+    """
 
     seed: int = 1234
-    features: FeatureConfig = field(default_factory=FeatureConfig)
+    features: FeatureParams = field(default_factory=FeatureParams)
     text: TextConfig = field(default_factory=TextConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    learner: Any = field(default_factory=lambda: {"name": "multispeaker"})
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    run_dir: Optional[str] = None
+    ckpt_path: Optional[str] = None
 
 
 def _valid_keys(node: Any, prefix: str = "") -> list[str]:
@@ -210,11 +250,13 @@ def load_config(config_files: Sequence[str | Path] = (), overrides: Sequence[str
         ConfigError: unknown key, wrong type, unreadable file or a missing required value.
     """
     schema = OmegaConf.structured(Config)
+    OmegaConf.set_readonly(schema.features, False)  # FeatureParams is frozen (hashable); its node is not
     sources = [(str(DEFAULT_CONFIG), _read_yaml(DEFAULT_CONFIG))]
     sources += [(str(p), _read_yaml(resolve_path(p))) for p in config_files]
     sources.append(("the command-line overrides", _parse_overrides(overrides)))
     cfg = schema
     for source, node in sources:
+        _select_learner(cfg, node)
         try:
             cfg = OmegaConf.merge(cfg, node)
         except OmegaConfBaseException as err:
@@ -226,7 +268,17 @@ def load_config(config_files: Sequence[str | Path] = (), overrides: Sequence[str
         OmegaConf.resolve(cfg)
     except (MissingMandatoryValue, OmegaConfBaseException) as err:
         raise ConfigError(f"cannot resolve config: {str(err).splitlines()[0]}") from err
+    from lightning_tts.learners import learner_options
+
+    cfg.learner = learner_options(cfg.learner)
     return cfg
+
+
+def _select_learner(cfg: DictConfig, node: DictConfig) -> None:
+    """A source that names a different learner starts that section afresh (no cross-learner merge)."""
+    learner = node.get("learner") if isinstance(node, DictConfig) else None
+    if isinstance(learner, DictConfig) and "name" in learner and learner.name != cfg.learner.get("name"):
+        cfg.learner = {"name": learner.name}
 
 
 def resolve_path(path: str | Path) -> Path:

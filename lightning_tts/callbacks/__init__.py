@@ -1,0 +1,1 @@
+"""Lightning callbacks: when to evaluate or draw, and where to write; the maths lives elsewhere."""

@@ -1,0 +1,254 @@
+"""What every learner shares: the acoustic model, its loss, logging, optimisers, and the adaptation
+interface (train on a batch; ``adapt`` to a support set; ``synthesize`` from an adapted state).
+
+An ``AdaptedState`` is everything that adaptation changed: a speaker vector, overrides for a named
+subset of model parameters, and learner-specific tensors (a memory, an embedding). It is saved as
+plain tensors and loaded with ``weights_only=True``.
+"""
+from __future__ import annotations
+
+import fnmatch
+import math
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Optional
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig
+from torch.func import functional_call
+
+from lightning_tts.audio import FeatureParams
+from lightning_tts.config import to_container
+from lightning_tts.data.tasks import Task, TaskBatch, UtteranceBatch
+from lightning_tts.errors import LightningTTSError
+from lightning_tts.models.acoustic import AcousticModel, AcousticOutput
+from lightning_tts.models.losses import AcousticLoss
+from lightning_tts.text import TextProcessor
+
+
+@dataclass
+class AdaptedState:
+    """What adapting to one speaker produced.
+
+    Attributes:
+        speaker: (speaker_dim,) speaker vector.
+        params: overrides of model parameters by name (only the adapted ones).
+        extras: learner-specific tensors (e.g. a memory matrix).
+    """
+
+    speaker: torch.Tensor
+    params: dict[str, torch.Tensor] = field(default_factory=dict)
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def to_payload(self) -> dict[str, Any]:
+        """Plain containers of CPU tensors (for ``torch.save``)."""
+        cpu = lambda d: {k: v.detach().cpu() for k, v in d.items()}  # noqa: E731
+        return {"speaker": self.speaker.detach().cpu(), "params": cpu(self.params), "extras": cpu(self.extras)}
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any], device: torch.device | str = "cpu") -> "AdaptedState":
+        """Inverse of ``to_payload``."""
+        move = lambda d: {k: v.to(device) for k, v in d.items()}  # noqa: E731
+        return cls(payload["speaker"].to(device), move(payload.get("params", {})), move(payload.get("extras", {})))
+
+
+@dataclass
+class LearnerConfig:
+    """Options every learner has (subclasses add their own fields)."""
+
+    name: str = ""
+    adapt_steps: int = 20
+    adapt_lr: float = 0.01
+    adapt_params: list[str] = field(default_factory=lambda: ["decoder.*.scale.*", "decoder.*.shift.*"])
+
+
+class BaseLearner(pl.LightningModule):
+    """Shared machinery of all learners.
+
+    Args:
+        symbols: the text symbol table (stored with the checkpoint).
+        features: ``FeatureParams`` as a dict.
+        speakers: the training speakers, in table order.
+        model: ``AcousticModel`` arguments (``ModelConfig``).
+        loss: ``AcousticLoss`` arguments (``LossConfig``).
+        optim: optimiser and schedule (``OptimConfig``).
+        phonemes: whether the text front end uses CMUdict phonemes.
+        adapt_steps: default gradient steps of ``adapt``.
+        adapt_lr: default learning rate of ``adapt``.
+        adapt_params: fnmatch patterns of model parameters that ``adapt`` fine-tunes.
+    """
+
+    name: ClassVar[str] = ""
+    data_mode: ClassVar[str] = "utterance"
+    Config: ClassVar[type] = LearnerConfig
+
+    def __init__(self, symbols: list[str], features: dict, speakers: list[str], model: dict, loss: dict, optim: dict,
+                 phonemes: bool = True, adapt_steps: int = 20, adapt_lr: float = 0.01,
+                 adapt_params: Optional[list[str]] = None) -> None:
+        super().__init__()
+        self.feature_params = FeatureParams(**features)
+        self.text = TextProcessor(symbols, phonemes)
+        self.speakers = list(speakers)
+        self.model = AcousticModel(n_symbols=len(symbols), n_mels=self.feature_params.n_mels,
+                                   pitch=self.feature_params.pitch, energy=self.feature_params.energy, **model)
+        self.criterion = AcousticLoss(**loss)
+        self.optim = dict(optim)
+        self.adapt_steps, self.adapt_lr = adapt_steps, adapt_lr
+        self.adapt_params = list(adapt_params if adapt_params is not None else LearnerConfig().adapt_params)
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig, speakers: list[str], symbols: list[str]) -> "BaseLearner":
+        """Build from a run configuration and the data module's speaker table and symbols."""
+        options = {k: v for k, v in to_container(cfg.learner).items() if k != "name"}
+        return cls(symbols=symbols, features=to_container(cfg.features), speakers=speakers,
+                   model=to_container(cfg.model), loss=to_container(cfg.loss), optim=to_container(cfg.optim),
+                   phonemes=cfg.text.phonemes, **options)
+
+    def _store_hyperparameters(self) -> None:
+        """Save the calling subclass's __init__ arguments (plain containers) plus the learner name."""
+        self.save_hyperparameters(ignore=[], frame=None)
+        self.hparams["learner_name"] = self.name
+
+    # ---------------------------------------------------------------- model and loss
+    def run_model(self, batch: UtteranceBatch, speaker: torch.Tensor,
+                  params: Optional[dict[str, torch.Tensor]] = None) -> AcousticOutput:
+        """Teacher-forced forward pass; ``params`` overrides named model parameters (adapted ones)."""
+        args = (batch.tokens, batch.token_lengths, speaker)
+        kwargs = {"mels": batch.mels, "mel_lengths": batch.mel_lengths, "pitch": batch.pitch, "energy": batch.energy}
+        if params:
+            return functional_call(self.model, params, args, kwargs, strict=False)
+        return self.model(*args, **kwargs)
+
+    def acoustic_losses(self, batch: UtteranceBatch, speaker: torch.Tensor,
+                        params: Optional[dict[str, torch.Tensor]] = None) -> tuple[dict[str, torch.Tensor], AcousticOutput]:
+        """Loss terms of a teacher-forced pass over ``batch`` with speaker vectors (B, speaker_dim)."""
+        out = self.run_model(batch, speaker, params)
+        return self.criterion(out, batch.mels, batch.mel_lengths, batch.token_lengths, self.global_step), out
+
+    def log_losses(self, stage: str, losses: dict[str, torch.Tensor], batch_size: int) -> None:
+        """Log every term as ``stage/name``; metrics outside training are synced across ranks."""
+        for key, value in losses.items():
+            self.log(f"{stage}/{key}", value.detach(), prog_bar=key in ("loss", "mel_loss"), batch_size=batch_size,
+                     sync_dist=stage != "train", on_step=stage == "train", on_epoch=stage != "train")
+
+    @staticmethod
+    def example(batch: UtteranceBatch, out: AcousticOutput) -> dict[str, torch.Tensor]:
+        """First item of a batch, trimmed: predicted/target mel and soft alignment (for images)."""
+        t, n = int(batch.mel_lengths[0]), int(batch.token_lengths[0])
+        example = {"predicted": out.mel[0, :t].detach(), "target": batch.mels[0, :t].detach()}
+        if out.attn_soft is not None:
+            example["alignment"] = out.attn_soft[0, :t, :n].detach()
+        return example
+
+    # ---------------------------------------------------------------- optimisation
+    def configure_optimizers(self) -> dict:
+        """AdamW/Adam/SGD with linear warm-up, then cosine decay to ``min_lr_ratio`` (or constant)."""
+        o = self.optim
+        name = o["name"].lower()
+        params = [p for p in self.parameters() if p.requires_grad]
+        if name == "adamw":
+            opt = torch.optim.AdamW(params, lr=o["lr"], betas=tuple(o["betas"]), weight_decay=o["weight_decay"])
+        elif name == "adam":
+            opt = torch.optim.Adam(params, lr=o["lr"], betas=tuple(o["betas"]), weight_decay=o["weight_decay"])
+        elif name == "sgd":
+            opt = torch.optim.SGD(params, lr=o["lr"], momentum=o["betas"][0], weight_decay=o["weight_decay"])
+        else:
+            raise LightningTTSError(f"optim.name must be adamw, adam or sgd, got {o['name']!r}")
+        total = self._total_steps()
+        warmup, floor, kind = o["warmup_steps"], o["min_lr_ratio"], o["scheduler"]
+        if kind not in ("cosine", "constant"):
+            raise LightningTTSError(f"optim.scheduler must be cosine or constant, got {kind!r}")
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / max(1, warmup)
+            if kind == "constant" or total <= warmup:
+                return 1.0
+            progress = min(1.0, (step - warmup) / max(1, total - warmup))
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def _total_steps(self) -> int:
+        """Optimiser steps of the run (for the schedule)."""
+        trainer = self._trainer
+        if trainer is None:
+            return 1
+        if trainer.max_steps and trainer.max_steps > 0:
+            return trainer.max_steps
+        return int(trainer.estimated_stepping_batches)
+
+    # ---------------------------------------------------------------- adaptation interface
+    def initial_speaker(self) -> torch.Tensor:
+        """(speaker_dim,) where adaptation to an unseen speaker starts."""
+        raise LightningTTSError(f"learner {self.name} does not define an initial speaker")
+
+    def speaker_state(self, speaker: str) -> AdaptedState:
+        """The state of a training speaker (learners with a speaker table)."""
+        raise LightningTTSError(f"learner {self.name} has no speaker table: adapt to the speaker first (--adapted)")
+
+    def adaptable_parameters(self) -> dict[str, torch.nn.Parameter]:
+        """Model parameters matched by ``adapt_params``."""
+        chosen = {n: p for n, p in self.model.named_parameters()
+                  if any(fnmatch.fnmatch(n, pattern) for pattern in self.adapt_params)}
+        if self.adapt_params and not chosen:
+            raise LightningTTSError(f"adapt_params {self.adapt_params} match no model parameter")
+        return chosen
+
+    @torch.enable_grad()
+    def adapt(self, support: UtteranceBatch, steps: Optional[int] = None, lr: Optional[float] = None,
+              progress: Optional[Any] = None) -> AdaptedState:
+        """Fine-tune a new speaker vector (from ``initial_speaker``) and ``adapt_params`` on ``support``.
+
+        Args:
+            support: K utterances of the new speaker.
+            steps: gradient steps (default ``adapt_steps``); 0 returns the initial state.
+            lr: Adam learning rate (default ``adapt_lr``).
+            progress: optional callable invoked after each step with the step's loss.
+        """
+        steps = self.adapt_steps if steps is None else steps
+        lr = self.adapt_lr if lr is None else lr
+        speaker = self.initial_speaker().detach().clone().requires_grad_(True)
+        params = {n: p.detach().clone().requires_grad_(True) for n, p in self.adaptable_parameters().items()}
+        opt = torch.optim.Adam([speaker, *params.values()], lr=lr)
+        was_training = self.training
+        self.eval()
+        for _ in range(steps):
+            losses, _ = self.acoustic_losses(support, speaker.expand(len(support), -1), params)
+            opt.zero_grad()
+            losses["mel_loss"].backward()
+            opt.step()
+            if progress is not None:
+                progress(float(losses["mel_loss"]))
+        self.train(was_training)
+        return AdaptedState(speaker.detach(), {n: p.detach() for n, p in params.items()})
+
+    def query_losses(self, query: UtteranceBatch, state: AdaptedState) -> dict[str, torch.Tensor]:
+        """Teacher-forced losses of ``query`` under an adapted state."""
+        losses, _ = self.acoustic_losses(query, state.speaker.expand(len(query), -1), state.params or None)
+        return losses
+
+    @torch.no_grad()
+    def synthesize(self, tokens: torch.Tensor, state: AdaptedState, pace: float = 1.0) -> torch.Tensor:
+        """(L,) token ids -> (T, n_mels) log-mel in the adapted voice."""
+        tokens = tokens.to(self.device)[None]
+        lengths = torch.tensor([tokens.shape[1]], device=self.device)
+        args = (tokens, lengths, state.speaker.to(self.device)[None])
+        if state.params:
+            out = functional_call(self.model, state.params, args, {"pace": pace}, strict=False)
+        else:
+            out = self.model(*args, pace=pace)
+        return out.mel[0, : int(out.mel_lengths[0])]
+
+    # ---------------------------------------------------------------- few-shot test
+    def few_shot_losses(self, task: Task, steps: Optional[int] = None) -> dict[str, torch.Tensor]:
+        """Query mel loss of one task before and after adaptation on its support set."""
+        before = self.query_losses(task.query, AdaptedState(self.initial_speaker()))["mel_loss"]
+        after = self.query_losses(task.query, self.adapt(task.support, steps=steps))["mel_loss"]
+        return {"query_mel_loss_unadapted": before, "query_mel_loss": after}
+
+    def test_step(self, batch: TaskBatch, batch_idx: int) -> None:
+        """Adapt to each test task's support set and score its query set."""
+        for task in batch.tasks():
+            self.log_losses("test", self.few_shot_losses(task), batch_size=1)
