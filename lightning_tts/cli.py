@@ -116,6 +116,12 @@ def _checkpoint_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="a checkpoint written by fit")
 
 
+def _score_args(p: argparse.ArgumentParser) -> None:
+    _checkpoint_arg(p)
+    p.add_argument("--adapt-steps", type=int, default=None,
+                   help="adaptation steps per speaker (default: the learner's adapt_steps)")
+
+
 def _evaluate_stage(stage: str) -> Callable[[argparse.Namespace, Optional[DictConfig]], int]:
     """Handler of ``validate``/``test``: score a checkpoint on the configured data."""
 
@@ -123,7 +129,10 @@ def _evaluate_stage(stage: str) -> Callable[[argparse.Namespace, Optional[DictCo
         from lightning_tts.training import run
 
         assert cfg is not None
-        result = run(cfg, stage, checkpoint=args.checkpoint, progress=not args.no_progress)
+        if args.adapt_steps is not None and args.adapt_steps < 0:
+            raise ConfigError(f"--adapt-steps must be >= 0, got {args.adapt_steps}")
+        result = run(cfg, stage, checkpoint=args.checkpoint, progress=not args.no_progress,
+                     adapt_steps=args.adapt_steps)
         if _is_rank_zero():
             for key, value in sorted(result.metrics.items()):
                 print(f"{key}: {value:.4f}")
@@ -138,6 +147,7 @@ def _synthesize_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output .wav (16-bit PCM at the model's sample rate)")
     voice = p.add_mutually_exclusive_group()
     voice.add_argument("--speaker", help="a training speaker of the checkpoint")
+    voice.add_argument("--adapted", help="an adapted voice written by 'adapt' from this checkpoint")
     p.add_argument("--pace", type=float, default=1.0, help="speaking-rate factor (2.0 = twice as fast)")
     p.add_argument("--griffin-lim-iters", type=int, default=32, help="Griffin-Lim iterations")
 
@@ -159,27 +169,85 @@ def _synthesize(args: argparse.Namespace, cfg: Optional[DictConfig]) -> int:
         raise LightningTTSError(f"cannot write {out}: directory {out.parent} does not exist")
     learner = load_learner(args.checkpoint)
     tokens = torch.tensor(learner.text.encode(args.text), dtype=torch.long)
-    speaker = args.speaker if args.speaker is not None else learner.speakers[0]
-    if args.speaker is None:
-        print(f"no voice given: using training speaker {speaker} (--speaker to choose)", file=sys.stderr)
-    mel = learner.synthesize(tokens, learner.speaker_state(speaker), pace=args.pace)
+    if args.adapted is not None:
+        from lightning_tts.adaptation import load_adapted
+
+        state, voice = load_adapted(args.adapted, learner, args.checkpoint), f"adapted voice {args.adapted}"
+    else:
+        speaker = args.speaker if args.speaker is not None else learner.speakers[0]
+        if args.speaker is None:
+            print(f"no voice given: using training speaker {speaker} (--speaker to choose)", file=sys.stderr)
+        state, voice = learner.speaker_state(speaker), f"speaker {speaker}"
+    mel = learner.synthesize(tokens, state, pace=args.pace)
     wav = GriffinLimVocoder(learner.feature_params, n_iter=args.griffin_lim_iters)(mel)
     write_audio(out, wav, learner.feature_params.sample_rate)
-    print(f"wrote {out}: {wav.numel() / learner.feature_params.sample_rate:.2f} s, {mel.shape[0]} frames, "
-          f"speaker {speaker}")
+    print(f"wrote {out}: {wav.numel() / learner.feature_params.sample_rate:.2f} s, {mel.shape[0]} frames, {voice}")
     return 0
+
+
+def _adapt_args(p: argparse.ArgumentParser) -> None:
+    _checkpoint_arg(p)
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--support", help="folder of wav/flac files with same-stem .txt transcripts")
+    source.add_argument("--manifest", help="CSV/JSONL manifest (audio,text) instead of a folder")
+    p.add_argument("--out", required=True, help="the adapted-voice file to write")
+    p.add_argument("--shots", type=int, default=None, help="use the first K usable utterances (default: all)")
+    p.add_argument("--steps", type=int, default=None, help="adaptation steps (default: the learner's adapt_steps)")
+    p.add_argument("--lr", type=float, default=None, help="adaptation learning rate (default: the learner's)")
+
+
+def _adapt(args: argparse.Namespace, cfg: Optional[DictConfig]) -> int:
+    """Adapt a checkpoint to a new voice from a few utterances; write only what changed."""
+    import torch
+    from tqdm import tqdm
+
+    from lightning_tts.adaptation import save_adapted
+    from lightning_tts.data.support import load_support
+    from lightning_tts.learners import load_learner
+    from lightning_tts.learners.base import AdaptedState
+
+    if args.steps is not None and args.steps < 0:
+        raise ConfigError(f"--steps must be >= 0, got {args.steps}")
+    if args.lr is not None and args.lr <= 0:
+        raise ConfigError(f"--lr must be > 0, got {args.lr}")
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        raise LightningTTSError(f"cannot write {out}: directory {out.parent} does not exist")
+    learner = load_learner(args.checkpoint)
+    support = load_support(learner.feature_params, learner.text, args.support, args.manifest, args.shots)
+    for path, reason in support.skipped:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    steps = learner.adapt_steps if args.steps is None else args.steps
+    batch = support.batch
+    durations = learner.align(batch)
+    with torch.no_grad():
+        before = float(learner.support_mel_loss(batch, learner.initial_speaker(), None, durations))
+    bar = tqdm(total=steps, desc="adapt", unit="step", disable=args.no_progress)
+    state: AdaptedState = learner.adapt(batch, steps=steps, lr=args.lr,
+                                        progress=lambda loss: (bar.update(), bar.set_postfix(loss=f"{loss:.3f}")))
+    bar.close()
+    with torch.no_grad():
+        after = float(learner.support_mel_loss(batch, state.speaker, state.params or None, durations))
+    save_adapted(out, state, learner, args.checkpoint, {"support": support.paths, "steps": steps, "lr": args.lr,
+                                                       "support_loss_before": before, "support_loss_after": after})
+    print(f"adapted {learner.name} to {len(support.paths)} utterances in {steps} steps: "
+          f"support mel L1 {before:.4f} -> {after:.4f}")
+    print(f"wrote {out}")
+    return 0
+
+
 
 
 COMMANDS: dict[str, Command] = {
     "fit": Command("train a learner (resume with ckpt_path=PATH or ckpt_path=last)", _fit),
-    "validate": Command("score a checkpoint on the validation batches", _evaluate_stage("validate"),
-                        _checkpoint_arg),
+    "validate": Command("score a checkpoint on the validation batches", _evaluate_stage("validate"), _score_args),
     "test": Command("adapt a checkpoint to each test speaker and score the query utterances",
-                    _evaluate_stage("test"), _checkpoint_arg),
+                    _evaluate_stage("test"), _score_args),
     "preprocess": Command("read a corpus and build its feature cache", _preprocess),
     "synthetic-corpus": Command("write the procedural multi-speaker corpus", _synthetic_corpus, _synthetic_args,
                                 uses_config=False),
-    "adapt": Command("adapt a checkpoint to a new speaker from a few utterances", _not_yet(4)),
+    "adapt": Command("adapt a checkpoint to a new speaker from a few utterances", _adapt, _adapt_args,
+                     uses_config=False),
     "synthesize": Command("text -> wav with a trained (and optionally adapted) model", _synthesize,
                           _synthesize_args, uses_config=False),
     "evaluate": Command("few-shot evaluation tables and adaptation curves", _not_yet(7)),

@@ -72,7 +72,7 @@ class TaskConfig:
     shots: int = 5
     queries: int = 5
     tasks_per_batch: int = 4
-    tasks_per_epoch: int = 64
+    tasks_per_epoch: int = 400
     val_tasks_per_speaker: int = 2
 
 

@@ -127,7 +127,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path, progress: bool = True) -> pl.T
                       use_distributed_sampler=False, inference_mode=False, enable_model_summary=False)
 
 
-def run(cfg: DictConfig, stage: str = "fit", checkpoint: Optional[str] = None, progress: bool = True) -> RunResult:
+def run(cfg: DictConfig, stage: str = "fit", checkpoint: Optional[str] = None, progress: bool = True,
+        adapt_steps: Optional[int] = None) -> RunResult:
     """Train (``fit``), or score a checkpoint on validation (``validate``) or few-shot test tasks (``test``).
 
     Args:
@@ -135,6 +136,7 @@ def run(cfg: DictConfig, stage: str = "fit", checkpoint: Optional[str] = None, p
         stage: ``fit``, ``validate`` or ``test``.
         checkpoint: the checkpoint to score (validate/test).
         progress: progress bars.
+        adapt_steps: adaptation steps used by validate/test (default: the checkpoint's).
     """
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     if stage == "fit":
@@ -150,6 +152,8 @@ def run(cfg: DictConfig, stage: str = "fit", checkpoint: Optional[str] = None, p
             raise LightningTTSError(f"{stage} needs --checkpoint CKPT")
         learner = load_learner(checkpoint)
         check_compatible(learner, cfg)
+        if adapt_steps is not None:
+            learner.adapt_steps = adapt_steps
         run_dir, resume = Path(checkpoint).resolve().parent.parent, None
         dm = build_datamodule(cfg, learner.data_mode, progress)
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -24,9 +24,20 @@ def run_ddp(tmp_path: Path, corpus: Path, *overrides: str) -> tuple[dict, dict]:
     return (torch.load(out / "rank0.pt", weights_only=True), torch.load(out / "rank1.pt", weights_only=True))
 
 
-@pytest.mark.parametrize("learner", ["multispeaker"])
-def test_ddp_ranks_end_identical(tmp_path: Path, synthetic_root: Path, learner: str) -> None:
-    rank0, rank1 = run_ddp(tmp_path, synthetic_root, f"learner.name={learner}")
+MAML = ("learner.name=maml", "data.tasks.tasks_per_batch=2", "data.tasks.shots=3", "data.tasks.queries=3",
+        "learner.inner_steps=2", "learner.adapt_steps=2")
+CASES = {
+    "multispeaker": ("learner.name=multispeaker",),
+    "maml-func-2nd": (*MAML, "learner.backend=func"),
+    "maml-higher-2nd": (*MAML, "learner.backend=higher"),
+    "maml-higher-1st": (*MAML, "learner.backend=higher", "learner.first_order=true"),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_ddp_ranks_end_identical(tmp_path: Path, synthetic_root: Path, case: str) -> None:
+    learner = CASES[case][0].split("=")[1]
+    rank0, rank1 = run_ddp(tmp_path, synthetic_root, *CASES[case])
     assert rank0.keys() == rank1.keys()
     for name in rank0:
         assert torch.equal(rank0[name], rank1[name]), name

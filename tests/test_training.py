@@ -26,7 +26,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _cfg(corpus: Path, tmp: Path, *overrides: str):
-    return load_config([], [f"data.root={corpus}", f"data.cache_dir={tmp / 'cache'}", f"trainer.default_root_dir={tmp / 'runs'}",
+    return load_config(["conf/learner/multispeaker.yaml"], [f"data.root={corpus}", f"data.cache_dir={tmp / 'cache'}", f"trainer.default_root_dir={tmp / 'runs'}",
                             "data.splits.val=2", "data.splits.test=2", "data.splits.heldout_utterances=3",
                             "data.batch_size=12", "data.preprocess_workers=1", "trainer.enable_progress_bar=false",
                             *overrides])
@@ -38,13 +38,12 @@ def trained(corpus: Path, tmp_path_factory: pytest.TempPathFactory):
     cfg = _cfg(corpus, tmp, f"trainer.max_steps={STEPS}", "trainer.val_check_interval=250",
                "trainer.check_val_every_n_epoch=null", "loss.bin_start=150", "loss.bin_warmup=150")
     dm = build_datamodule(cfg, "utterance", progress=False)
-    init = load_config([], []).model  # same sizes as the run
     torch.manual_seed(cfg.seed)
     from lightning_tts.learners import get_learner
 
     untrained = get_learner("multispeaker").from_config(cfg, dm.split.train, dm.text.symbols).eval()
     result = run(cfg, "fit", progress=False)
-    return cfg, dm, untrained, result, init
+    return cfg, dm, untrained, result
 
 
 def _heldout_stats(learner, dm) -> dict[str, float]:
@@ -73,7 +72,7 @@ def _mean_frame_l1(dm) -> float:
 
 
 def test_heldout_mel_loss_falls_and_alignment_is_learned(trained) -> None:
-    cfg, dm, untrained, result, _ = trained
+    cfg, dm, untrained, result = trained
     before, after = _heldout_stats(untrained, dm), _heldout_stats(result.learner, dm)
     baseline = _mean_frame_l1(dm)
     # measured here: L1 5.22 at init -> 0.81 after 500 steps; the mean-frame predictor scores 1.86
@@ -86,7 +85,7 @@ def test_heldout_mel_loss_falls_and_alignment_is_learned(trained) -> None:
 
 
 def test_hard_alignment_is_monotonic_and_covers_every_token(trained) -> None:
-    _, dm, _, result, _ = trained
+    _, dm, _, result = trained
     batch = next(iter(dm.val_dataloader()))
     with torch.no_grad():
         out = result.learner.run_model(batch, result.learner.speaker_table(batch.speaker_ids))
@@ -98,7 +97,7 @@ def test_hard_alignment_is_monotonic_and_covers_every_token(trained) -> None:
 
 
 def test_run_artefacts(trained) -> None:
-    _, _, _, result, _ = trained
+    _, _, _, result = trained
     assert (result.run_dir / "config.yaml").is_file() and (result.run_dir / "logs" / "metrics.csv").is_file()
     assert result.last_checkpoint is not None and result.best_checkpoint is not None
     assert list((result.run_dir / "images").glob("val_step*.png"))
@@ -130,7 +129,7 @@ def test_bf16_mixed_trains_on_cpu(corpus: Path, tmp_path: Path) -> None:
 
 
 def test_checkpoint_loads_for_inference(trained) -> None:
-    _, _, _, result, _ = trained
+    _, _, _, result = trained
     learner = load_learner(result.last_checkpoint)
     tokens = torch.tensor(learner.text.encode("Please call the river garden."))
     mel = learner.synthesize(tokens, learner.speaker_state(learner.speakers[0]))
@@ -142,7 +141,7 @@ def test_synthesize_cli_writes_speech_whose_length_tracks_the_text(trained, tmp_
 
     from lightning_tts.cli import main
 
-    _, _, _, result, _ = trained
+    _, _, _, result = trained
     ckpt = str(result.last_checkpoint)
     lengths = {}
     for name, text in (("short", "Call her."), ("long", "Please call the river garden and ask her to bring the small "
@@ -167,7 +166,7 @@ def test_synthesize_cli_writes_speech_whose_length_tracks_the_text(trained, tmp_
 def test_synthesize_bad_input(trained, tmp_path: Path, capsys, args: list[str], needle: str) -> None:
     from lightning_tts.cli import main
 
-    _, _, _, result, _ = trained
+    _, _, _, result = trained
     argv = ["synthesize", "--checkpoint", str(result.last_checkpoint), "--out", str(tmp_path / "x.wav"), *args]
     code = main(argv)
     err = capsys.readouterr().err
@@ -178,7 +177,7 @@ def test_synthesize_bad_input(trained, tmp_path: Path, capsys, args: list[str], 
 def test_bad_checkpoints(trained, tmp_path: Path, capsys) -> None:
     from lightning_tts.cli import main
 
-    cfg, _, _, result, _ = trained
+    cfg, _, _, result = trained
     garbage = tmp_path / "garbage.ckpt"
     garbage.write_bytes(b"not a checkpoint")
     truncated = tmp_path / "truncated.ckpt"

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from lightning_tts.learners.base import BaseLearner
 
 LEARNERS: dict[str, type["BaseLearner"]] = {}
+CHECKPOINT_FORMAT = 1  # bump with a migration in load_learner when checkpoint contents change
 _NOT_LEARNERS = {"base"}
 
 
@@ -81,9 +82,17 @@ def load_learner(path: str | Path) -> "BaseLearner":
     hparams = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
     if not isinstance(hparams, dict) or "learner_name" not in hparams:
         raise LightningTTSError(f"{path} is not a lightning_tts checkpoint (no learner hyper-parameters)")
+    version = ckpt.get("lightning_tts_format", 0)
+    if version > CHECKPOINT_FORMAT:
+        raise LightningTTSError(f"{path} has checkpoint format {version}; this lightning_tts reads up to "
+                                f"{CHECKPOINT_FORMAT}: upgrade lightning_tts")
     cls = get_learner(hparams["learner_name"])
     kwargs = {k: v for k, v in hparams.items() if k != "learner_name"}
     learner = cls(**kwargs)
-    learner.load_state_dict(ckpt["state_dict"])
+    missing, unexpected = learner.load_state_dict(ckpt["state_dict"], strict=False)
+    if missing or unexpected:
+        raise LightningTTSError(f"{path} does not match this version's {cls.name} model "
+                                f"(missing {len(missing)} tensors, e.g. {missing[:2]}; unexpected {len(unexpected)}, "
+                                f"e.g. {unexpected[:2]})")
     learner.eval()
     return learner

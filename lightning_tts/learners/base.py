@@ -22,7 +22,7 @@ from lightning_tts.config import to_container
 from lightning_tts.data.tasks import Task, TaskBatch, UtteranceBatch
 from lightning_tts.errors import LightningTTSError
 from lightning_tts.models.acoustic import AcousticModel, AcousticOutput
-from lightning_tts.models.losses import AcousticLoss
+from lightning_tts.models.losses import AcousticLoss, masked_l1
 from lightning_tts.text import TextProcessor
 
 
@@ -99,6 +99,8 @@ class BaseLearner(pl.LightningModule):
     @classmethod
     def from_config(cls, cfg: DictConfig, speakers: list[str], symbols: list[str]) -> "BaseLearner":
         """Build from a run configuration and the data module's speaker table and symbols."""
+        if cfg.learner.name != cls.name:
+            raise LightningTTSError(f"config section learner is for {cfg.learner.name}, not {cls.name}")
         options = {k: v for k, v in to_container(cfg.learner).items() if k != "name"}
         return cls(symbols=symbols, features=to_container(cfg.features), speakers=speakers,
                    model=to_container(cfg.model), loss=to_container(cfg.loss), optim=to_container(cfg.optim),
@@ -109,15 +111,43 @@ class BaseLearner(pl.LightningModule):
         self.save_hyperparameters(ignore=[], frame=None)
         self.hparams["learner_name"] = self.name
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Stamp the checkpoint format, so later versions can migrate old checkpoints."""
+        from lightning_tts import __version__
+        from lightning_tts.learners import CHECKPOINT_FORMAT
+
+        checkpoint["lightning_tts_format"] = CHECKPOINT_FORMAT
+        checkpoint["lightning_tts_version"] = __version__
+
     # ---------------------------------------------------------------- model and loss
-    def run_model(self, batch: UtteranceBatch, speaker: torch.Tensor,
-                  params: Optional[dict[str, torch.Tensor]] = None) -> AcousticOutput:
-        """Teacher-forced forward pass; ``params`` overrides named model parameters (adapted ones)."""
+    def run_model(self, batch: UtteranceBatch, speaker: torch.Tensor, params: Optional[dict[str, torch.Tensor]] = None,
+                  durations: Optional[torch.Tensor] = None) -> AcousticOutput:
+        """Teacher-forced forward pass.
+
+        Args:
+            batch: utterances with their target mels.
+            speaker: (B, speaker_dim) speaker vectors.
+            params: overrides of named model parameters (the adapted ones).
+            durations: (B, L) token durations to use instead of running the aligner.
+        """
         args = (batch.tokens, batch.token_lengths, speaker)
-        kwargs = {"mels": batch.mels, "mel_lengths": batch.mel_lengths, "pitch": batch.pitch, "energy": batch.energy}
+        kwargs = {"mels": batch.mels, "mel_lengths": batch.mel_lengths, "pitch": batch.pitch, "energy": batch.energy,
+                  "durations": durations}
         if params:
             return functional_call(self.model, params, args, kwargs, strict=False)
         return self.model(*args, **kwargs)
+
+    @torch.no_grad()
+    def align(self, batch: UtteranceBatch) -> torch.Tensor:
+        """(B, L) hard durations of ``batch`` from the aligner (which no adaptation changes)."""
+        speaker = torch.zeros(len(batch), self.model.speaker_dim, device=batch.mels.device, dtype=batch.mels.dtype)
+        return self.run_model(batch, speaker).durations
+
+    def support_mel_loss(self, batch: UtteranceBatch, speaker: torch.Tensor, params: Optional[dict[str, torch.Tensor]],
+                         durations: torch.Tensor) -> torch.Tensor:
+        """Mel L1 of ``batch`` with the speaker vector (speaker_dim,) and given durations: the adaptation loss."""
+        out = self.run_model(batch, speaker.expand(len(batch), -1), params, durations)
+        return masked_l1(out.mel, batch.mels, batch.mel_lengths)
 
     def acoustic_losses(self, batch: UtteranceBatch, speaker: torch.Tensor,
                         params: Optional[dict[str, torch.Tensor]] = None) -> tuple[dict[str, torch.Tensor], AcousticOutput]:
@@ -214,13 +244,14 @@ class BaseLearner(pl.LightningModule):
         opt = torch.optim.Adam([speaker, *params.values()], lr=lr)
         was_training = self.training
         self.eval()
+        durations = self.align(support)
         for _ in range(steps):
-            losses, _ = self.acoustic_losses(support, speaker.expand(len(support), -1), params)
+            loss = self.support_mel_loss(support, speaker, params, durations)
             opt.zero_grad()
-            losses["mel_loss"].backward()
+            loss.backward()
             opt.step()
             if progress is not None:
-                progress(float(losses["mel_loss"]))
+                progress(float(loss))
         self.train(was_training)
         return AdaptedState(speaker.detach(), {n: p.detach() for n, p in params.items()})
 

@@ -92,6 +92,33 @@ class ConditionalLayerNorm(nn.Module):
         return (1 + self.scale(speaker)[:, None]) * self.norm(x) + self.shift(speaker)[:, None]
 
 
+class SelfAttention(nn.Module):
+    """Multi-head self-attention written out (softmax(QK^T / sqrt(d)) V).
+
+    Not ``nn.MultiheadAttention``: that dispatches to fused scaled-dot-product kernels whose
+    double backward is not implemented on CPU, and second-order MAML differentiates through the
+    gradient of this layer.
+    """
+
+    def __init__(self, dim: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"model dim {dim} is not divisible by heads {heads}")
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.out = nn.Linear(dim, dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """x (B, T, D), mask (B, T) True on real positions -> (B, T, D)."""
+        b, t, d = x.shape
+        q, k, v = self.qkv(x).view(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)  # (B, H, T, d_h)
+        scores = q @ k.transpose(-1, -2) / math.sqrt(d // self.heads)  # (B, H, T, T)
+        scores = scores.masked_fill(~mask[:, None, None, :], torch.finfo(scores.dtype).min)
+        weights = self.dropout(torch.softmax(scores, dim=-1))
+        return self.out((weights @ v).transpose(1, 2).reshape(b, t, d))
+
+
 class FFTBlock(nn.Module):
     """Feed-forward transformer block: self-attention + 1-D conv feed-forward, post-norm.
 
@@ -107,7 +134,7 @@ class FFTBlock(nn.Module):
     def __init__(self, dim: int, heads: int, ffn_dim: int, kernel_size: int, dropout: float,
                  speaker_dim: Optional[int] = None) -> None:
         super().__init__()
-        self.attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        self.attn = SelfAttention(dim, heads, dropout)
         self.conv1 = nn.Conv1d(dim, ffn_dim, kernel_size, padding=kernel_size // 2)
         self.conv2 = nn.Conv1d(ffn_dim, dim, kernel_size, padding=kernel_size // 2)
         self.dropout = nn.Dropout(dropout)
@@ -121,7 +148,7 @@ class FFTBlock(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor, speaker: Optional[torch.Tensor] = None) -> torch.Tensor:
         """x (B, T, D), mask (B, T) True on real positions -> (B, T, D), zero on padding."""
         pad = (~mask)[:, :, None]
-        attended, _ = self.attn(x, x, x, key_padding_mask=~mask, need_weights=False)
+        attended = self.attn(x, mask)
         x = self._norm(self.norm1, x + self.dropout(attended), speaker).masked_fill(pad, 0.0)
         hidden = self.conv2(self.dropout(F.relu(self.conv1(x.transpose(1, 2))))).transpose(1, 2)
         return self._norm(self.norm2, x + self.dropout(hidden), speaker).masked_fill(pad, 0.0)
@@ -237,7 +264,7 @@ class AcousticModel(nn.Module):
     def forward(self, tokens: torch.Tensor, token_lengths: torch.Tensor, speaker: torch.Tensor,
                 mels: Optional[torch.Tensor] = None, mel_lengths: Optional[torch.Tensor] = None,
                 pitch: Optional[torch.Tensor] = None, energy: Optional[torch.Tensor] = None,
-                pace: float = 1.0) -> AcousticOutput:
+                pace: float = 1.0, durations: Optional[torch.Tensor] = None) -> AcousticOutput:
         """Teacher-forced (``mels`` given: durations from the learned alignment) or free-running.
 
         Args:
@@ -249,18 +276,20 @@ class AcousticModel(nn.Module):
             pitch: (B, T) frame pitch (Hz, 0 unvoiced) with ``mels``, for the pitch predictor.
             energy: (B, T) frame energy with ``mels``, for the energy predictor.
             pace: speaking-rate factor when synthesising (2.0 = twice as fast).
+            durations: (B, L) frames per token to use with ``mels`` instead of running the aligner
+                (a MAML inner loop aligns its support set once, with the aligner it does not adapt).
         """
         token_mask = lengths_to_mask(token_lengths, tokens.shape[1])
         emb, x = self.encode(tokens, token_mask, speaker)
         log_durations = self.duration_predictor(x, token_mask)
         out = AcousticOutput(mel=x, mel_lengths=token_lengths, log_durations=log_durations, durations=log_durations)
-        if mels is not None:
+        if mels is not None and durations is None:
             assert mel_lengths is not None
             prior = beta_binomial_prior(token_lengths, mel_lengths, self.prior_scale)[:, : mels.shape[1]]
             out.attn_soft, out.attn_log = self.aligner(mels, emb, token_mask, prior)
             out.attn_hard = maximum_path(out.attn_log, token_lengths, mel_lengths)
             durations = out.attn_hard.sum(dim=1)  # (B, L)
-        else:
+        elif durations is None:
             durations = torch.clamp(torch.round((torch.exp(log_durations) - 1) / pace), min=0)
             durations = durations.masked_fill(~token_mask, 0)
             durations[:, 0] = torch.where(durations.sum(1) == 0, torch.ones_like(durations[:, 0]), durations[:, 0])

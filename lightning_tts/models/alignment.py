@@ -97,8 +97,9 @@ class ForwardSumLoss(nn.Module):
         padded = padded.masked_fill(torch.isinf(padded), -1e4)
         log_probs = F.log_softmax(padded, dim=-1).transpose(0, 1)  # (T, B, L+1)
         targets = torch.arange(1, log_soft.shape[2] + 1, device=log_soft.device).expand(log_soft.shape[0], -1)
-        return F.ctc_loss(log_probs.float(), targets, mel_lengths, token_lengths, blank=0, reduction="mean",
-                          zero_infinity=True)
+        if log_probs.dtype in (torch.float16, torch.bfloat16):  # CTC needs at least single precision
+            log_probs = log_probs.float()
+        return F.ctc_loss(log_probs, targets, mel_lengths, token_lengths, blank=0, reduction="mean", zero_infinity=True)
 
 
 @torch.no_grad()

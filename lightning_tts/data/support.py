@@ -1,0 +1,102 @@
+"""A new speaker's support set from files: audio (wav/flac, any sample rate) + transcripts.
+
+Either a directory of ``NAME.wav``/``NAME.flac`` with same-stem ``NAME.txt`` transcripts, or a
+manifest (CSV/JSONL with ``audio`` and ``text``). Unusable files are skipped with a one-line
+reason each (missing transcript, unreadable, silent, too short, no pronounceable text); other
+sample rates are resampled. Too few usable utterances is an error.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from lightning_tts.audio import AUDIO_SUFFIXES, FeatureExtractor, FeatureParams, read_audio
+from lightning_tts.data.corpora import ManifestCorpus
+from lightning_tts.data.tasks import UtteranceBatch, collate_utterances
+from lightning_tts.errors import AudioError, DataError, TextError
+from lightning_tts.text import TextProcessor
+
+MIN_SECONDS = 0.3
+SILENCE_PEAK = 1e-3
+
+
+@dataclass
+class SupportSet:
+    """Usable support utterances as a padded batch, and what was skipped (path, reason)."""
+
+    batch: UtteranceBatch
+    paths: list[str]
+    skipped: list[tuple[str, str]]
+
+
+def _candidates(directory: Optional[Path], manifest: Optional[Path]) -> list[tuple[Path, Optional[str]]]:
+    """(audio path, transcript or None) pairs from a directory or a manifest."""
+    if manifest is not None:
+        corpus = ManifestCorpus(manifest, min_duration=0.0, max_duration=float("inf"))
+        from lightning_tts.data.corpora import SkipReport
+
+        return [(path, text) for _, _, path, text, _ in corpus.candidates(SkipReport())]
+    assert directory is not None
+    if not directory.is_dir():
+        raise DataError(f"support directory not found: {directory}")
+    out = []
+    for path in sorted(p for p in directory.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES):
+        txt = path.with_suffix(".txt")
+        out.append((path, txt.read_text(encoding="utf-8", errors="replace").strip() if txt.is_file() else None))
+    return out
+
+
+def load_support(params: FeatureParams, text: TextProcessor, directory: Optional[str | Path] = None,
+                 manifest: Optional[str | Path] = None, shots: Optional[int] = None) -> SupportSet:
+    """Read, check and featurise a support set.
+
+    Args:
+        params: the model's feature parameters (audio is resampled to its rate).
+        text: the model's text processor.
+        directory: folder of audio + same-stem .txt files.
+        manifest: CSV/JSONL manifest instead of a folder.
+        shots: use the first K usable utterances (sorted by file name); all when None.
+
+    Raises:
+        DataError: no input, or fewer usable utterances than ``shots`` (or none).
+    """
+    if (directory is None) == (manifest is None):
+        raise DataError("give exactly one of a support directory or a manifest")
+    if shots is not None and shots < 1:
+        raise DataError(f"--shots must be >= 1, got {shots}")
+    extractor = FeatureExtractor(params)
+    items, paths, skipped = [], [], []
+    candidates = _candidates(Path(directory) if directory else None, Path(manifest) if manifest else None)
+    for path, transcript in candidates:
+        if shots is not None and len(items) == shots:
+            break
+        reason = None
+        if transcript is None or not transcript.strip():
+            reason = f"no transcript ({path.with_suffix('.txt').name} missing or empty)"
+        else:
+            try:
+                wav = read_audio(path, params.sample_rate)
+                tokens = text.encode(transcript)
+            except (AudioError, TextError) as err:
+                reason = str(err)
+            else:
+                if wav.numel() < MIN_SECONDS * params.sample_rate:
+                    reason = f"too short ({wav.numel() / params.sample_rate:.2f} s < {MIN_SECONDS} s)"
+                elif float(wav.abs().max()) < SILENCE_PEAK:
+                    reason = "silent (peak below -60 dBFS)"
+        if reason is not None:
+            skipped.append((str(path), reason))
+            continue
+        items.append({"tokens": torch.tensor(tokens), "mel": extractor(wav)["mel"], "speaker_id": -1,
+                      "speaker": "new", "utterance_id": path.stem})
+        paths.append(str(path))
+    need = shots or 1
+    if len(items) < need:
+        where = directory or manifest
+        detail = "; ".join(f"{Path(p).name}: {r}" for p, r in skipped[:5])
+        raise DataError(f"support set {where} has {len(items)} usable utterances, {need} needed"
+                        + (f" (skipped {len(skipped)}: {detail})" if skipped else f" ({len(candidates)} audio files found)"))
+    return SupportSet(collate_utterances(items), paths, skipped)

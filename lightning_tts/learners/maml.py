@@ -1,0 +1,237 @@
+"""MAML: learn an initialisation (and per-step inner learning rates) that adapts to a new voice in a
+few gradient steps.
+
+Model-Agnostic Meta-Learning (Finn et al., 2017) with first-order MAML as an option, per-tensor,
+per-step learnable inner rates (Meta-SGD, Li et al., 2017; MAML++, Antoniou et al., 2019), and a
+configurable adapted subset (the learned initial speaker vector is always adapted; by default the
+decoder and output layer too; cf. Meta-TTS, Huang et al., 2022).
+
+For each task of an episodic batch, the inner loop takes ``inner_steps`` SGD steps on the support
+mel loss; the query loss under the adapted weights, averaged over tasks, is the meta-loss that the
+outer optimiser minimises. Unseen speakers start from the learned initial speaker vector.
+
+Two inner-loop backends compute the same meta-gradient (tested against each other and against finite
+differences): ``higher`` (``innerloop_ctx``, which differentiates through every parameter) and
+``func`` (``torch.func.functional_call`` over the adapted tensors only), the default because it is
+faster here (second order: 0.21 s vs 0.81 s per task on the tiny model, 2-core CPU). This is the
+only module that imports ``higher``. Facts about
+``higher`` 0.2.1 that shaped it: ``copy_initial_weights=False`` (otherwise no meta-gradient reaches
+the model, silently); first order keeps tracking and detaches the inner gradients through
+``grad_callback`` (``track_higher_grads=False`` leaves the grads None and breaks DDP's all-reduce).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+import higher
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from lightning_tts.data.tasks import Task, TaskBatch, UtteranceBatch
+from lightning_tts.errors import LightningTTSError
+from lightning_tts.learners import register_learner
+from lightning_tts.learners.base import AdaptedState, BaseLearner, LearnerConfig
+from lightning_tts.models.acoustic import AcousticModel, AcousticOutput
+
+BACKENDS = ("higher", "func")
+
+
+@dataclass
+class MAMLConfig(LearnerConfig):
+    """Options of ``MAMLLearner``."""
+
+    name: str = "maml"
+    adapt_steps: int = 10
+    adapt_lr: Optional[float] = None
+    adapt_params: list[str] = field(default_factory=lambda: ["decoder.*", "mel_out.*"])
+    inner_steps: int = 3
+    inner_lr: float = 0.05
+    first_order: bool = False
+    learn_inner_lr: bool = True
+    backend: str = "func"
+
+
+class SpeakerModel(nn.Module):
+    """The acoustic model with its own speaker vector: the module whose weights MAML adapts.
+
+    Args:
+        model: the shared acoustic model.
+        speaker: (speaker_dim,) the learned initial speaker vector (a parameter of the learner).
+    """
+
+    def __init__(self, model: AcousticModel, speaker: nn.Parameter) -> None:
+        super().__init__()
+        self.model = model
+        self.speaker = speaker
+
+    def forward(self, batch: UtteranceBatch, durations: Optional[torch.Tensor] = None) -> AcousticOutput:
+        """Teacher-forced pass over ``batch`` with this module's speaker vector for every item."""
+        return self.model(batch.tokens, batch.token_lengths, self.speaker.expand(len(batch), -1), mels=batch.mels,
+                          mel_lengths=batch.mel_lengths, pitch=batch.pitch, energy=batch.energy, durations=durations)
+
+
+@register_learner
+class MAMLLearner(BaseLearner):
+    """Model-agnostic meta-learning of a TTS initialisation over speaker tasks.
+
+    Args:
+        inner_steps: inner SGD steps during meta-training.
+        inner_lr: initial (or fixed) inner learning rate.
+        first_order: drop second-order terms (FOMAML).
+        learn_inner_lr: learn one rate per adapted tensor and inner step (Meta-SGD / MAML++).
+        backend: ``func`` or ``higher`` (same meta-gradient).
+        adapt_steps: inner steps when adapting after training (validation, ``adapt``); steps past
+            ``inner_steps`` reuse the last learned rates.
+        adapt_lr: a fixed rate for adaptation instead of the learned ones.
+        adapt_params: fnmatch patterns of model parameters adapted besides the speaker vector.
+        Others: see ``BaseLearner``.
+
+    Example::
+
+        python -m lightning_tts fit --config conf/learner/maml.yaml learner.first_order=true
+    """
+
+    name = "maml"
+    data_mode = "episodic"
+    Config = MAMLConfig
+
+    def __init__(self, symbols: list[str], features: dict, speakers: list[str], model: dict, loss: dict, optim: dict,
+                 phonemes: bool = True, adapt_steps: int = 10, adapt_lr: Optional[float] = None,
+                 adapt_params: Optional[list[str]] = None, inner_steps: int = 3, inner_lr: float = 0.05,
+                 first_order: bool = False, learn_inner_lr: bool = True, backend: str = "func") -> None:
+        super().__init__(symbols, features, speakers, model, loss, optim, phonemes, adapt_steps, adapt_lr or inner_lr,
+                         adapt_params if adapt_params is not None else MAMLConfig().adapt_params)
+        self._store_hyperparameters()
+        if backend not in BACKENDS:
+            raise LightningTTSError(f"learner.backend must be one of {BACKENDS}, got {backend!r}")
+        if inner_steps < 1:
+            raise LightningTTSError(f"learner.inner_steps must be >= 1, got {inner_steps}")
+        self.inner_steps, self.first_order, self.backend = inner_steps, first_order, backend
+        self.fixed_adapt_lr = adapt_lr
+        self.speaker_init = nn.Parameter(0.1 * torch.randn(self.model.speaker_dim))
+        self.adapted_names = ["speaker"] + [f"model.{n}" for n in self.adaptable_parameters()]
+        rates = torch.full((inner_steps, len(self.adapted_names)), float(inner_lr))
+        if learn_inner_lr:
+            self.inner_lrs = nn.Parameter(rates)
+        else:
+            self.register_buffer("inner_lrs", rates)
+
+    # ---------------------------------------------------------------- inner loops
+    def net(self) -> SpeakerModel:
+        """A view of (acoustic model, initial speaker vector) sharing this learner's parameters."""
+        return SpeakerModel(self.model, self.speaker_init)
+
+    def step_rates(self, step: int) -> list[torch.Tensor]:
+        """Inner learning rate of each adapted tensor at ``step`` (the last row past ``inner_steps``)."""
+        row = self.inner_lrs[min(step, self.inner_steps - 1)]
+        return [row[i] for i in range(len(self.adapted_names))]
+
+    def _meta_losses_higher(self, task: Task, steps: int, first_order: bool) -> dict[str, torch.Tensor]:
+        """Query losses after an inner loop through ``higher.innerloop_ctx``."""
+        net = self.net()
+        named = dict(net.named_parameters())
+        groups = [{"params": [named[n]]} for n in self.adapted_names]
+        inner_opt = torch.optim.SGD(groups, lr=1.0)  # rates come from ``override`` at each step
+        durations = self.align(task.support)
+        callback: Optional[Callable[[list[torch.Tensor]], list[torch.Tensor]]] = (
+            (lambda grads: [None if g is None else g.detach() for g in grads]) if first_order else None)
+        with higher.innerloop_ctx(net, inner_opt, copy_initial_weights=False, track_higher_grads=True) as (fnet, diffopt):
+            for step in range(steps):
+                out = fnet(task.support, durations)
+                loss = self._mel_l1(out, task.support)
+                diffopt.step(loss, override={"lr": self.step_rates(step)}, grad_callback=callback)
+            query_out = fnet(task.query)
+        return self.criterion(query_out, task.query.mels, task.query.mel_lengths, task.query.token_lengths,
+                              self.global_step)
+
+    def inner_loop(self, support: UtteranceBatch, steps: int, order: str,
+                   rates: Optional[Callable[[int], list[Any]]] = None,
+                   progress: Optional[Callable[[float], None]] = None) -> dict[str, torch.Tensor]:
+        """SGD on the support mel loss over the adapted tensors only (``torch.func``).
+
+        Args:
+            support: the support utterances.
+            steps: inner steps.
+            order: ``second`` (differentiate through the inner gradients), ``first`` (inner gradients
+                are constants; the result still depends on the initial weights and the rates), or
+                ``none`` (adaptation after training: every step starts from constants).
+            rates: step -> one rate per adapted tensor (default: the learned/fixed inner rates).
+            progress: called with each step's support loss.
+
+        Returns:
+            Adapted tensors by name (``speaker``, ``model.<param>``); detached when ``order="none"``.
+        """
+        net = self.net()
+        named = dict(net.named_parameters())
+        fast = {n: named[n] for n in self.adapted_names}
+        durations = self.align(support)
+        rates = rates or self.step_rates
+        for step in range(steps):
+            if order == "none":
+                fast = {n: p.detach().requires_grad_(True) for n, p in fast.items()}
+            out = functional_call(net, fast, (support, durations), strict=False)
+            loss = self._mel_l1(out, support)
+            grads = torch.autograd.grad(loss, list(fast.values()), create_graph=order == "second")
+            fast = {n: p - lr * g for (n, p), g, lr in zip(fast.items(), grads, rates(step))}
+            if progress is not None:
+                progress(float(loss.detach()))
+        return {n: p.detach() for n, p in fast.items()} if order == "none" else fast
+
+    def _meta_losses_func(self, task: Task, steps: int, first_order: bool) -> dict[str, torch.Tensor]:
+        """Query losses after ``inner_loop`` (the ``torch.func`` backend)."""
+        fast = self.inner_loop(task.support, steps, "first" if first_order else "second")
+        out = functional_call(self.net(), fast, (task.query,), strict=False)
+        return self.criterion(out, task.query.mels, task.query.mel_lengths, task.query.token_lengths, self.global_step)
+
+    def meta_losses(self, task: Task, steps: Optional[int] = None, first_order: Optional[bool] = None) -> dict[str, torch.Tensor]:
+        """Losses on the query set of ``task`` after adapting on its support set (differentiable)."""
+        steps = self.inner_steps if steps is None else steps
+        first_order = self.first_order if first_order is None else first_order
+        run = self._meta_losses_higher if self.backend == "higher" else self._meta_losses_func
+        return run(task, steps, first_order)
+
+    @staticmethod
+    def _mel_l1(out: AcousticOutput, batch: UtteranceBatch) -> torch.Tensor:
+        from lightning_tts.models.losses import masked_l1
+
+        return masked_l1(out.mel, batch.mels, batch.mel_lengths)
+
+    # ---------------------------------------------------------------- Lightning steps
+    def training_step(self, batch: TaskBatch, batch_idx: int) -> torch.Tensor:
+        per_task = [self.meta_losses(task) for task in batch.tasks()]
+        losses = {k: torch.stack([t[k] for t in per_task]).mean() for k in per_task[0]}
+        self.log_losses("train", {f"query_{k}" if k != "loss" else k: v for k, v in losses.items()},
+                        batch_size=len(batch))
+        self.log("train/tasks_per_batch", float(len(batch)), on_step=True, on_epoch=False)
+        return losses["loss"]
+
+    def validation_step(self, batch: TaskBatch, batch_idx: int) -> dict[str, torch.Tensor]:
+        """Adapt to each validation speaker's support set; score its query set."""
+        example: dict[str, torch.Tensor] = {}
+        for task in batch.tasks():
+            state = self.adapt(task.support)
+            losses, out = self.acoustic_losses(task.query, state.speaker.expand(len(task.query), -1), state.params)
+            self.log_losses("val", losses, batch_size=1)
+            example = example or self.example(task.query, out)
+        return example
+
+    # ---------------------------------------------------------------- adaptation interface
+    def initial_speaker(self) -> torch.Tensor:
+        """The learned initial speaker vector."""
+        return self.speaker_init
+
+    @torch.enable_grad()
+    def adapt(self, support: UtteranceBatch, steps: Optional[int] = None, lr: Optional[float] = None,
+              progress: Optional[Callable[[float], None]] = None) -> AdaptedState:
+        """Inner-loop SGD from the learned initialisation, with the learned rates (or a fixed ``lr``)."""
+        steps = self.adapt_steps if steps is None else steps
+        lr = lr if lr is not None else self.fixed_adapt_lr
+        rates = (lambda step: [lr] * len(self.adapted_names)) if lr is not None else None
+        was_training = self.training
+        self.eval()
+        fast = self.inner_loop(support, steps, "none", rates, progress)
+        self.train(was_training)
+        params = {n[len("model."):]: v for n, v in fast.items() if n.startswith("model.")}
+        return AdaptedState(fast["speaker"], params)
