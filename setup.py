@@ -29,7 +29,10 @@ setup(
         "pystoi>=0.3",
     ],
     extras_require={
-        "test": ["pytest>=8", "nbclient>=0.9", "nbformat>=5.9", "ipykernel>=6"],
+        # pymcd/pysptk/pyworld/fastdtw/librosa: references the metric tests compare against;
+        # pysptk imports pkg_resources, gone from setuptools 81
+        "test": ["pytest>=8", "nbclient>=0.9", "nbformat>=5.9", "ipykernel>=6", "pymcd==0.2.1", "pysptk>=1.0",
+                 "pyworld>=0.3", "fastdtw>=0.3", "librosa>=0.10", "setuptools<81"],
         "tensorboard": ["tensorboard>=2.14"],
     },
     entry_points={"console_scripts": ["lightning-tts=lightning_tts.cli:main"]},

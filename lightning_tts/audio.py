@@ -156,7 +156,8 @@ def estimate_pitch(
         (frames,) with frames = ``params.n_frames(len(wav))``.
     """
     win, hop, sr = params.win_length, params.hop_length, params.sample_rate
-    padded = torch.nn.functional.pad(wav[None, None], (win // 2, win // 2), mode="reflect")[0, 0]
+    mode = "reflect" if wav.numel() > win // 2 else "constant"  # reflection needs more than half a window
+    padded = torch.nn.functional.pad(wav[None, None], (win // 2, win // 2), mode=mode)[0, 0]
     frames = padded.unfold(0, win, hop)[: params.n_frames(wav.numel())]  # (frames, win)
     frames = frames - frames.mean(dim=1, keepdim=True)
     spec = torch.fft.rfft(frames * torch.hann_window(win), n=2 * win)

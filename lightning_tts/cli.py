@@ -238,6 +238,42 @@ def _adapt(args: argparse.Namespace, cfg: Optional[DictConfig]) -> int:
 
 
 
+def _evaluate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, nargs="+", help="one or more checkpoints (any learners)")
+    p.add_argument("--shots", default="1,5,10", help="comma-separated K values (default 1,5,10)")
+    p.add_argument("--steps", default="0,5,20", help="comma-separated adaptation steps (default 0,5,20)")
+    p.add_argument("--out", required=True, help="output directory (created)")
+
+
+def _int_list(text: str, flag: str) -> list[int]:
+    """'1,5,10' -> [1, 5, 10]."""
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError as err:
+        raise ConfigError(f"{flag} must be comma-separated integers, got {text!r}") from err
+
+
+def _evaluate(args: argparse.Namespace, cfg: Optional[DictConfig]) -> int:
+    """Few-shot evaluation grid -> results.json/.csv/.md and adaptation_curves.png."""
+    from tqdm import tqdm
+
+    from lightning_tts.evaluation import run_evaluation
+
+    assert cfg is not None
+    shots, steps = _int_list(args.shots, "--shots"), _int_list(args.steps, "--steps")
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        raise LightningTTSError(f"cannot create {out}: directory {out.parent} does not exist")
+    bar = tqdm(total=2 + len(args.checkpoint) * len(shots) * len(steps), desc="evaluate", unit="cell",
+               disable=args.no_progress)
+    run_evaluation(cfg, args.checkpoint, shots, steps, out, progress=lambda what: (bar.update(), bar.set_postfix_str(what)))
+    bar.close()
+    print((out / "results.md").read_text())
+    for name in ("results.json", "results.csv", "results.md", "adaptation_curves.png"):
+        print(f"wrote {out / name}")
+    return 0
+
+
 COMMANDS: dict[str, Command] = {
     "fit": Command("train a learner (resume with ckpt_path=PATH or ckpt_path=last)", _fit),
     "validate": Command("score a checkpoint on the validation batches", _evaluate_stage("validate"), _score_args),
@@ -250,7 +286,7 @@ COMMANDS: dict[str, Command] = {
                      uses_config=False),
     "synthesize": Command("text -> wav with a trained (and optionally adapted) model", _synthesize,
                           _synthesize_args, uses_config=False),
-    "evaluate": Command("few-shot evaluation tables and adaptation curves", _not_yet(7)),
+    "evaluate": Command("few-shot evaluation tables and adaptation curves", _evaluate, _evaluate_args),
     "embed": Command("speaker embeddings and UMAP plots", _not_yet(5)),
     "slurm": Command("print or write an sbatch script for multi-node training", _not_yet(8)),
 }

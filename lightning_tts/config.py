@@ -164,6 +164,18 @@ class OptimConfig:
 
 
 @dataclass
+class FewShotConfig:
+    """Arguments of ``callbacks.fewshot.FewShotEvalCallback`` (``every: 0`` turns it off)."""
+
+    every: int = 1
+    speakers: int = 2
+    queries: int = 2
+    shots: int = 5
+    steps: int = 10
+    griffin_lim_iters: int = 16
+
+
+@dataclass
 class Config:
     """The whole run.
 
@@ -181,6 +193,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     learner: Any = field(default_factory=lambda: {"name": "multispeaker"})
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    fewshot: FewShotConfig = field(default_factory=FewShotConfig)
     run_dir: Optional[str] = None
     ckpt_path: Optional[str] = None
 

@@ -1,18 +1,20 @@
-"""Figures: predicted vs target mel with the learned alignment (more plots join in later issues).
+"""Figures: predicted vs target mel with the learned alignment; few-shot adaptation curves.
 
 matplotlib is imported lazily with the Agg backend, so plotting works on headless nodes.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Mapping, Optional, Sequence
 
+import numpy as np
 import torch
 
 from lightning_tts.atomic import atomic_path
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
+    """matplotlib.pyplot on the non-interactive Agg backend."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -24,7 +26,7 @@ def _pyplot() -> Any:
 def mel_alignment_figure(predicted: torch.Tensor, target: torch.Tensor, alignment: Optional[torch.Tensor] = None,
                          title: str = "") -> Any:
     """Predicted (T, n_mels) over target (T, n_mels) mel, and the (T, L) alignment if given."""
-    plt = _pyplot()
+    plt = pyplot()
     rows = 3 if alignment is not None else 2
     fig, axes = plt.subplots(rows, 1, figsize=(10, 2.6 * rows), constrained_layout=True)
     vmin, vmax = float(target.min()), float(target.max())
@@ -47,10 +49,36 @@ def mel_alignment_figure(predicted: torch.Tensor, target: torch.Tensor, alignmen
 
 def save_figure(fig: Any, path: str | Path, dpi: int = 100) -> Path:
     """Write a figure as PNG atomically and close it."""
-    plt = _pyplot()
+    plt = pyplot()
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(target) as tmp:
         fig.savefig(tmp, dpi=dpi, format="png")
     plt.close(fig)
     return target
+
+
+def adaptation_curves_figure(results: Mapping[str, Any], metrics: Sequence[str],
+                             lower_is_better: Mapping[str, bool]) -> Any:
+    """Metric vs adaptation steps from ``evaluate``'s results: one line per (system, shots), with 95 % CI
+    bars; the reference rows (ground truth, vocoder ceiling) as grey horizontal lines."""
+    plt = pyplot()
+    rows = results["rows"]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 4.2), constrained_layout=True)
+    systems = list(dict.fromkeys(r["system"] for r in rows if r["shots"] is not None))
+    for ax, metric in zip(axes, metrics):
+        for i, system in enumerate(systems):
+            for j, k in enumerate(results["shots"]):
+                cells = [r for r in rows if r["system"] == system and r["shots"] == k]
+                xs = [r["steps"] for r in cells]
+                ys = [r["metrics"][metric]["mean"] for r in cells]
+                err = [r["metrics"][metric]["ci95"] for r in cells]
+                ax.errorbar(xs, ys, yerr=np.nan_to_num(err), marker="o", capsize=2, color=f"C{i}",
+                            alpha=0.4 + 0.6 * (j + 1) / len(results["shots"]), label=f"{system}, K={k}")
+        for r, style in zip((r for r in rows if r["shots"] is None), (":", "--")):
+            ax.axhline(r["metrics"][metric]["mean"], color="gray", linestyle=style, label=r["system"])
+        ax.set_xlabel("adaptation steps")
+        ax.set_title(metric + (" (lower better)" if lower_is_better[metric] else " (higher better)"))
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(6, len(labels)), fontsize=8)
+    return fig

@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 
 from lightning_tts.audio import FeatureParams
 from lightning_tts.callbacks.checkpoint import RunCheckpoint
+from lightning_tts.callbacks.fewshot import FewShotEvalCallback
 from lightning_tts.callbacks.images import ValidationImagesCallback
 from lightning_tts.config import save_config, to_container
 from lightning_tts.data.datamodule import SpeakerTaskDataModule
@@ -123,6 +124,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path, progress: bool = True) -> pl.T
     options["enable_progress_bar"] = options.get("enable_progress_bar", True) and progress
     return pl.Trainer(**options, default_root_dir=str(run_dir), logger=loggers,
                       callbacks=[checkpoints, ValidationImagesCallback(run_dir / "images"),
+                                 FewShotEvalCallback(run_dir / "fewshot", seed=cfg.data.splits.seed,
+                                                     **to_container(cfg.fewshot)),
                                  LearningRateMonitor(logging_interval="step")],
                       use_distributed_sampler=False, inference_mode=False, enable_model_summary=False)
 

@@ -8,7 +8,7 @@ each epoch. Samplers shard by (rank, world_size) themselves; the Trainer runs wi
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from typing import Iterator, Optional, Sequence
 
 import numpy as np
@@ -54,6 +54,12 @@ class UtteranceBatch:
     def token_mask(self) -> torch.Tensor:
         """(B, L) True on real tokens."""
         return torch.arange(self.tokens.shape[1], device=self.tokens.device)[None] < self.token_lengths[:, None]
+
+    def to(self, device: torch.device | str) -> "UtteranceBatch":
+        """The batch with every tensor on ``device``."""
+        moved = {f.name: getattr(self, f.name).to(device) for f in fields(self)
+                 if isinstance(getattr(self, f.name), torch.Tensor)}
+        return replace(self, **moved)
 
     def select(self, rows: slice | Sequence[int]) -> "UtteranceBatch":
         """The sub-batch ``rows``, trimmed to its own longest item."""

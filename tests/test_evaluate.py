@@ -1,0 +1,89 @@
+"""``evaluate`` over two learners' checkpoints, the few-shot callback, and the adaptation-curves notebook."""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from lightning_tts.cli import main
+from lightning_tts.config import load_config
+from lightning_tts.evaluation import METRICS
+from lightning_tts.training import run
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def checkpoints(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[list[str], list[str], dict]:
+    tmp = tmp_path_factory.mktemp("evaluate")
+    common = [f"data.root={synthetic_root}", f"data.cache_dir={tmp / 'cache'}", f"trainer.default_root_dir={tmp / 'runs'}",
+              "data.splits.val=2", "data.splits.test=2", "trainer.limit_val_batches=1", "trainer.val_check_interval=4",
+              "trainer.check_val_every_n_epoch=null", "trainer.enable_progress_bar=false", "fewshot.queries=1",
+              "fewshot.steps=2", "fewshot.shots=2", "data.tasks.tasks_per_batch=2", "data.tasks.queries=2"]
+    baseline = run(load_config(["conf/learner/multispeaker.yaml"], [*common, "trainer.max_steps=8"]), progress=False)
+    maml = run(load_config(["conf/learner/maml.yaml"], [*common, "trainer.max_steps=4", "learner.adapt_steps=2"]),
+               progress=False)
+    return [str(baseline.last_checkpoint), str(maml.last_checkpoint)], common, baseline.metrics
+
+
+def test_fewshot_callback_logs_and_writes_samples(checkpoints) -> None:
+    paths, _, metrics = checkpoints
+    assert all(math.isfinite(metrics[f"val/fewshot/{m}"]) for m in ("mcd", "pesq", "stoi"))
+    run_dir = Path(paths[0]).parent.parent
+    assert list((run_dir / "fewshot").glob("*.wav")) and list((run_dir / "fewshot").glob("*.png"))
+
+
+def test_evaluate_two_checkpoints_writes_every_file_and_cell(checkpoints, tmp_path: Path, capsys) -> None:
+    paths, common, _ = checkpoints
+    out = tmp_path / "eval"
+    overrides = [c for c in common if c.startswith(("data.", "trainer.default"))]
+    assert main(["evaluate", "--checkpoint", *paths, "--shots", "1,2", "--steps", "0,2", "--out", str(out),
+                 "--no-progress", *overrides]) == 0
+    for name in ("results.json", "results.csv", "results.md", "adaptation_curves.png"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    results = json.loads((out / "results.json").read_text())
+    systems = {r["system"] for r in results["rows"]}
+    assert {"ground truth", "vocoder ceiling"} <= systems and len(systems) == 4
+    grid = [r for r in results["rows"] if r["shots"] is not None]
+    assert len(grid) == 2 * 2 * 2
+    for row in grid:
+        assert math.isfinite(row["metrics"]["mcd"]["mean"]) and row["metrics"]["mcd"]["n"] == 2 * 2
+        for metric in METRICS:
+            assert len(row["metrics"][metric]["values"]) == 4
+    truth = next(r for r in results["rows"] if r["system"] == "ground truth")["metrics"]
+    assert truth["mcd"]["mean"] == 0.0 and truth["pesq"]["mean"] == pytest.approx(4.64, abs=0.01)
+    assert all(len(c["sha256"]) == 64 for c in results["checkpoints"])
+    table = (out / "results.md").read_text()
+    assert "## mcd (lower is better)" in table and "| 2 | 2 |" in table
+    assert "nan" not in table.split("## pesq")[0]  # every MCD cell has a number
+    # the same seed gives the same numbers
+    again = tmp_path / "again"
+    assert main(["evaluate", "--checkpoint", paths[0], "--shots", "1", "--steps", "0", "--out", str(again),
+                 "--no-progress", *overrides]) == 0
+    first = next(r for r in results["rows"] if r["shots"] == 1 and r["steps"] == 0 and "multispeaker" in r["system"])
+    second = next(r for r in json.loads((again / "results.json").read_text())["rows"] if r["shots"] == 1)
+    assert first["metrics"]["mcd"]["values"] == second["metrics"]["mcd"]["values"]
+    notebook = nbformat.read(ROOT / "notebooks" / "adaptation_curves.ipynb", as_version=4)
+    os.environ["LIGHTNING_TTS_RESULTS"] = str(out / "results.json")
+    try:
+        NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
+    finally:
+        del os.environ["LIGHTNING_TTS_RESULTS"]
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
+    assert any("image/png" in o.get("data", {}) for o in outputs)
+    assert any("mcd" in o.get("text", "") for o in outputs)
+
+
+def test_evaluate_bad_input(checkpoints, tmp_path: Path, capsys) -> None:
+    paths, common, _ = checkpoints
+    overrides = [c for c in common if c.startswith(("data.", "trainer.default"))]
+    assert main(["evaluate", "--checkpoint", paths[0], "--shots", "1,x", "--out", str(tmp_path / "e"), *overrides]) == 2
+    assert "--shots must be comma-separated integers" in capsys.readouterr().err
+    assert main(["evaluate", "--checkpoint", paths[0], "--shots", "40", "--out", str(tmp_path / "e"), *overrides]) == 1
+    assert "no test speaker has 40 support" in capsys.readouterr().err
+    assert main(["evaluate", "--checkpoint", paths[0], "--out", "/nonexistent/dir/e", *overrides]) == 1
