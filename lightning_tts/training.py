@@ -7,6 +7,7 @@ directory ``<trainer.default_root_dir>/<learner>/version_<N>`` (or ``run_dir``) 
 """
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 from dataclasses import dataclass
@@ -110,13 +111,10 @@ def build_trainer(cfg: DictConfig, run_dir: Path, progress: bool = True) -> pl.T
     from pytorch_lightning.loggers import CSVLogger
 
     loggers = [CSVLogger(save_dir=str(run_dir), name="logs", version="")]
-    try:
+    if importlib.util.find_spec("tensorboard") is not None:  # optional: pip install tensorboard
         from pytorch_lightning.loggers import TensorBoardLogger
-        import tensorboard  # noqa: F401
 
         loggers.append(TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False))
-    except ImportError:
-        pass
     checkpoints = RunCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="best-step{step}",
                                   auto_insert_metric_name=False, monitor="val/mel_loss", mode="min", save_last=True,
                                   save_top_k=1)

@@ -24,7 +24,7 @@ def tone(seconds: float = 0.8, sample_rate: int = 16000, f0: float = 140.0, seed
 
 
 def write_vctk(root: Path, speakers: int = 3, utts: int = 4, version: str = "0.92", sample_rate: int = 48000) -> Path:
-    """VCTK 0.92 (``wav48_silence_trimmed/pXXX/pXXX_NNN_mic{1,2}.flac``) or 0.80 (``wav48/pXXX/*.wav``)."""
+    """VCTK 0.92 (``wav48_silence_trimmed/p225/p225_001_mic{1,2}.flac``) or 0.80 (``wav48/p225/*.wav``)."""
     info = ["ID  AGE  GENDER  ACCENTS  REGION  COMMENTS"]
     for s in range(speakers):
         spk = f"p{225 + s}"

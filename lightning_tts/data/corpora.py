@@ -197,9 +197,9 @@ def _read_table(path: Path, sep: Optional[str] = None, comment: str = "") -> Ite
 
 @register_corpus("vctk")
 class VCTKCorpus(CorpusReader):
-    """CSTR VCTK: 0.92 (``wav48_silence_trimmed/pXXX/pXXX_NNN_mic1.flac``) or 0.80 (``wav48/pXXX/*.wav``).
+    """CSTR VCTK: 0.92 (``wav48_silence_trimmed/p225/p225_001_mic1.flac``) or 0.80 (``wav48/p225/*.wav``).
 
-    Transcripts are ``txt/pXXX/pXXX_NNN.txt``; ``speaker-info.txt`` gives age, gender and accent.
+    Transcripts are ``txt/p225/p225_001.txt``; ``speaker-info.txt`` gives age, gender and accent.
 
     Args:
         mic: ``mic1`` or ``mic2`` (0.92 only; 0.80 has one microphone).
