@@ -28,6 +28,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 import torch
+from scipy.spatial.distance import cdist
 from torchmetrics import Metric
 
 from lightning_tts.audio import FeatureParams, estimate_pitch, resample
@@ -117,9 +118,7 @@ def dtw(cost: np.ndarray) -> tuple[float, np.ndarray]:
 def mcd_from_mcep(ref: np.ndarray, syn: np.ndarray, use_dtw: bool = True, include_c0: bool = False) -> tuple[float, np.ndarray]:
     """MCD (dB) between two (frames, order+1) mel-cepstrum sequences, and the frame pairs used."""
     if use_dtw:
-        a, b = ref[:, 1:], syn[:, 1:]
-        cost = np.sqrt(((a[:, None, :] - b[None, :, :]) ** 2).sum(-1))
-        _, path = dtw(cost)
+        _, path = dtw(cdist(ref[:, 1:], syn[:, 1:]))  # Euclidean frame costs on c1..cM
     else:
         n = min(len(ref), len(syn))
         path = np.stack([np.arange(n), np.arange(n)], axis=1)
@@ -136,12 +135,18 @@ def mcd(ref: np.ndarray | torch.Tensor, syn: np.ndarray | torch.Tensor, sample_r
     return value
 
 
-def f0_errors(ref: np.ndarray | torch.Tensor, syn: np.ndarray | torch.Tensor, sample_rate: int) -> tuple[float, float]:
-    """(F0 RMSE in Hz on frames voiced in both, V/UV error rate) on the MCD-DTW alignment."""
+def f0_errors(ref: np.ndarray | torch.Tensor, syn: np.ndarray | torch.Tensor, sample_rate: int,
+              path: Optional[np.ndarray] = None) -> tuple[float, float]:
+    """(F0 RMSE in Hz on frames voiced in both, V/UV error rate) on the MCD-DTW alignment.
+
+    Args:
+        path: the (k, 2) frame pairs of ``mcd_from_mcep`` for this pair, if already computed.
+    """
     ref, syn = _np(ref), _np(syn)
-    n_fft, hop = 1024, 256
-    _, path = mcd_from_mcep(mel_cepstrum(ref, sample_rate, n_fft=n_fft, hop=hop),
-                            mel_cepstrum(syn, sample_rate, n_fft=n_fft, hop=hop))
+    n_fft, hop = 1024, 256  # the mel_cepstrum defaults, so ``path`` indexes the same frames
+    if path is None:
+        _, path = mcd_from_mcep(mel_cepstrum(ref, sample_rate, n_fft=n_fft, hop=hop),
+                                mel_cepstrum(syn, sample_rate, n_fft=n_fft, hop=hop))
     params = FeatureParams(sample_rate=sample_rate, n_fft=n_fft, hop_length=hop, win_length=n_fft)
     offset = n_fft // (2 * hop)  # centred pitch frame k+offset has the centre of un-centred frame k
     f_ref = estimate_pitch(torch.from_numpy(ref).float(), params).numpy()[offset:]
