@@ -11,12 +11,17 @@ import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 from omegaconf import DictConfig
 
 from lightning_tts.config import load_config, to_yaml
 from lightning_tts.errors import ConfigError, DataError, LightningTTSError
+
+if TYPE_CHECKING:
+    import torch
+
+    from lightning_tts.learners.base import BaseLearner
 
 log = logging.getLogger("lightning_tts")
 
@@ -29,15 +34,6 @@ class Command:
     handler: Callable[[argparse.Namespace, Optional[DictConfig]], int]
     add_arguments: Callable[[argparse.ArgumentParser], None] = lambda p: None
     uses_config: bool = True
-
-
-def _not_yet(issue: int) -> Callable[[argparse.Namespace, Optional[DictConfig]], int]:
-    """Handler of a command whose implementation lands with a later issue."""
-
-    def handler(args: argparse.Namespace, cfg: Optional[DictConfig]) -> int:
-        raise LightningTTSError(f"'{args.command}' is not available in this version yet (tracked in issue #{issue})")
-
-    return handler
 
 
 def _preprocess(args: argparse.Namespace, cfg: Optional[DictConfig]) -> int:
@@ -148,6 +144,8 @@ def _synthesize_args(p: argparse.ArgumentParser) -> None:
     voice = p.add_mutually_exclusive_group()
     voice.add_argument("--speaker", help="a training speaker of the checkpoint")
     voice.add_argument("--adapted", help="an adapted voice written by 'adapt' from this checkpoint")
+    voice.add_argument("--reference", nargs="+", metavar="AUDIO",
+                       help="clone a voice from reference recordings alone (learners with a speaker encoder or memory)")
     p.add_argument("--pace", type=float, default=1.0, help="speaking-rate factor (2.0 = twice as fast)")
     p.add_argument("--griffin-lim-iters", type=int, default=32, help="Griffin-Lim iterations")
 
@@ -173,6 +171,9 @@ def _synthesize(args: argparse.Namespace, cfg: Optional[DictConfig]) -> int:
         from lightning_tts.adaptation import load_adapted
 
         state, voice = load_adapted(args.adapted, learner, args.checkpoint), f"adapted voice {args.adapted}"
+    elif args.reference is not None:
+        state, voice = learner.reference_state(_reference_mels(args.reference, learner)), \
+            f"zero-shot voice of {len(args.reference)} reference file(s)"
     else:
         speaker = args.speaker if args.speaker is not None else learner.speakers[0]
         if args.speaker is None:
@@ -183,6 +184,29 @@ def _synthesize(args: argparse.Namespace, cfg: Optional[DictConfig]) -> int:
     write_audio(out, wav, learner.feature_params.sample_rate)
     print(f"wrote {out}: {wav.numel() / learner.feature_params.sample_rate:.2f} s, {mel.shape[0]} frames, {voice}")
     return 0
+
+
+def _reference_mels(paths: Sequence[str], learner: "BaseLearner") -> list["torch.Tensor"]:
+    """Log-mels (T, n_mels) of reference recordings at the learner's feature settings.
+
+    Raises:
+        DataError: a missing, unreadable or too short file.
+    """
+    from lightning_tts.audio import FeatureExtractor, read_audio
+
+    extractor = FeatureExtractor(learner.feature_params)
+    mels = []
+    for path in paths:
+        if not Path(path).is_file():
+            raise DataError(f"reference audio not found: {path}")
+        try:
+            wav = read_audio(path, learner.feature_params.sample_rate)
+        except Exception as err:  # soundfile's errors for corrupt or unsupported files
+            raise DataError(f"cannot read reference audio {path}: {str(err).strip().splitlines()[0]}") from err
+        if wav.numel() < learner.feature_params.win_length:
+            raise DataError(f"reference audio {path} is too short ({wav.numel()} samples)")
+        mels.append(extractor(wav)["mel"])
+    return mels
 
 
 def _adapt_args(p: argparse.ArgumentParser) -> None:
@@ -220,14 +244,15 @@ def _adapt(args: argparse.Namespace, cfg: Optional[DictConfig]) -> int:
     steps = learner.adapt_steps if args.steps is None else args.steps
     batch = support.batch
     durations = learner.align(batch)
+    start = learner.adapt(batch, steps=0)
     with torch.no_grad():
-        before = float(learner.support_mel_loss(batch, learner.initial_speaker(), None, durations))
+        before = float(learner.support_mel_loss(batch, start.speaker, start.params or None, durations, start.extras))
     bar = tqdm(total=steps, desc="adapt", unit="step", disable=args.no_progress)
     state: AdaptedState = learner.adapt(batch, steps=steps, lr=args.lr,
                                         progress=lambda loss: (bar.update(), bar.set_postfix(loss=f"{loss:.3f}")))
     bar.close()
     with torch.no_grad():
-        after = float(learner.support_mel_loss(batch, state.speaker, state.params or None, durations))
+        after = float(learner.support_mel_loss(batch, state.speaker, state.params or None, durations, state.extras))
     save_adapted(out, state, learner, args.checkpoint, {"support": support.paths, "steps": steps, "lr": args.lr,
                                                        "support_loss_before": before, "support_loss_after": after})
     print(f"adapted {learner.name} to {len(support.paths)} utterances in {steps} steps: "
@@ -274,6 +299,84 @@ def _evaluate(args: argparse.Namespace, cfg: Optional[DictConfig]) -> int:
     return 0
 
 
+def _embed_args(p: argparse.ArgumentParser) -> None:
+    _checkpoint_arg(p)
+    p.add_argument("--out", required=True, help="output directory (created)")
+    p.add_argument("--split", default="test", help="speakers to embed: train, val, test or heldout (default test)")
+    p.add_argument("--per-speaker", type=int, default=20, help="utterances per speaker (default 20)")
+    p.add_argument("--method", default="umap", help="2-D projection: umap, tsne or pca (default umap)")
+
+
+def _embed(args: argparse.Namespace, cfg: Optional[DictConfig]) -> int:
+    """Speaker embeddings of a split -> embeddings.npz + a speaker map (umap.png)."""
+    import numpy as np
+
+    from lightning_tts.embeddings import embed_dataset, speaker_genders, split_utterances
+    from lightning_tts.learners import load_learner
+    from lightning_tts.learners.metric import verification_scores
+    from lightning_tts.plots import PROJECTIONS, project_embeddings, save_figure, speaker_map_figure
+    from lightning_tts.training import build_datamodule, check_compatible
+
+    assert cfg is not None
+    if args.method not in PROJECTIONS:
+        raise ConfigError(f"--method must be one of {', '.join(PROJECTIONS)}, got {args.method!r}")
+    if args.per_speaker < 1:
+        raise ConfigError(f"--per-speaker must be >= 1, got {args.per_speaker}")
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        raise LightningTTSError(f"cannot create {out}: directory {out.parent} does not exist")
+    learner = load_learner(args.checkpoint)
+    check_compatible(learner, cfg)
+    dm = build_datamodule(cfg, learner.data_mode, progress=not args.no_progress)
+    embeddings = embed_dataset(learner, dm, split_utterances(dm, args.split, args.per_speaker))
+    out.mkdir(exist_ok=True)
+    embeddings.save(out / "embeddings.npz")
+    points = project_embeddings(embeddings.vectors, args.method, cfg.seed)
+    n_speakers = len(set(embeddings.speakers))
+    save_figure(speaker_map_figure(points, embeddings.speakers, speaker_genders(dm),
+                                   title=f"{args.method.upper()}: {n_speakers} {args.split} speakers"),
+                out / f"{args.method}.png")
+    print(f"embedded {len(embeddings.speakers)} utterances of {n_speakers} {args.split} speakers")
+    if n_speakers > 1:
+        eer, silhouette = verification_scores(embeddings.vectors, np.asarray(embeddings.speakers))
+        print(f"  EER over all pairs {eer:.4f}, cosine silhouette {silhouette:.3f}")
+    print(f"wrote {out / 'embeddings.npz'}")
+    print(f"wrote {out / (args.method + '.png')}")
+    return 0
+
+
+def _slurm_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, help="directory for config.yaml and the sbatch script (created)")
+    p.add_argument("--nodes", type=int, default=1, help="nodes (default 1)")
+    p.add_argument("--gpus-per-node", type=int, default=1, help="GPUs per node; 0 runs CPU processes (default 1)")
+    p.add_argument("--tasks-per-node", type=int, default=None, help="CPU processes per node when --gpus-per-node 0")
+    p.add_argument("--cpus-per-task", type=int, default=8, help="CPU cores per process (default 8)")
+    p.add_argument("--time", default="24:00:00", help="wall-clock limit per allocation (default 24:00:00)")
+    p.add_argument("--job-name", default="lightning_tts", help="job name (default lightning_tts)")
+    p.add_argument("--partition", default=None, help="SLURM partition")
+    p.add_argument("--account", default=None, help="SLURM account")
+    p.add_argument("--grace", type=int, default=120,
+                   help="seconds before the time limit to checkpoint and requeue (default 120)")
+
+
+def _slurm(args: argparse.Namespace, cfg: Optional[DictConfig]) -> int:
+    """Write an sbatch script + resolved config for multi-node DDP with checkpoint-and-requeue."""
+    from lightning_tts.slurm import SlurmJob, write_job
+
+    assert cfg is not None
+    job = SlurmJob(nodes=args.nodes, gpus_per_node=args.gpus_per_node, tasks_per_node=args.tasks_per_node,
+                   cpus_per_task=args.cpus_per_task, time=args.time, job_name=args.job_name, partition=args.partition,
+                   account=args.account, grace=args.grace)
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        raise LightningTTSError(f"cannot create {out}: directory {out.parent} does not exist")
+    config, script = write_job(cfg, job, out, Path.cwd())
+    print(script.read_text())
+    print(f"wrote {config}")
+    print(f"wrote {script}; submit with: sbatch {script}")
+    return 0
+
+
 COMMANDS: dict[str, Command] = {
     "fit": Command("train a learner (resume with ckpt_path=PATH or ckpt_path=last)", _fit),
     "validate": Command("score a checkpoint on the validation batches", _evaluate_stage("validate"), _score_args),
@@ -287,8 +390,8 @@ COMMANDS: dict[str, Command] = {
     "synthesize": Command("text -> wav with a trained (and optionally adapted) model", _synthesize,
                           _synthesize_args, uses_config=False),
     "evaluate": Command("few-shot evaluation tables and adaptation curves", _evaluate, _evaluate_args),
-    "embed": Command("speaker embeddings and UMAP plots", _not_yet(5)),
-    "slurm": Command("print or write an sbatch script for multi-node training", _not_yet(8)),
+    "embed": Command("speaker embeddings of a split -> embeddings.npz and a UMAP speaker map", _embed, _embed_args),
+    "slurm": Command("write an sbatch script (multi-node DDP, checkpoint + requeue) for fit", _slurm, _slurm_args),
 }
 
 

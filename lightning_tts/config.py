@@ -173,6 +173,16 @@ class FewShotConfig:
     shots: int = 5
     steps: int = 10
     griffin_lim_iters: int = 16
+    speaker_encoder: Optional[str] = None  # evaluation encoder checkpoint (a metric run) for speaker_sim; also used by evaluate
+
+
+@dataclass
+class ProjectionConfig:
+    """Arguments of ``callbacks.embeddings.EmbeddingProjectionCallback`` (learners with a speaker encoder)."""
+
+    every: int = 1
+    method: str = "umap"
+    per_speaker: int = 10
 
 
 @dataclass
@@ -194,6 +204,7 @@ class Config:
     learner: Any = field(default_factory=lambda: {"name": "multispeaker"})
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     fewshot: FewShotConfig = field(default_factory=FewShotConfig)
+    projection: ProjectionConfig = field(default_factory=ProjectionConfig)
     run_dir: Optional[str] = None
     ckpt_path: Optional[str] = None
 

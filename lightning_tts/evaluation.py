@@ -6,7 +6,10 @@ For each test speaker a seeded permutation of its utterances gives a fixed query
 identical for every checkpoint and every grid. Each query text is synthesised free-running (predicted durations), vocoded with
 Griffin-Lim and scored against the recording: MCD-DTW, F0 RMSE and V/UV error (on the DTW path),
 PESQ and STOI (whose signals are not time-aligned here, so they measure more than voice quality;
-read them together with the vocoder-ceiling row). Two reference rows: ground truth (the recording
+read them together with the vocoder-ceiling row), and, when ``fewshot.speaker_encoder`` names an
+evaluation encoder checkpoint (a ``metric`` run trained apart from the models under test, e.g. with
+``conf/learner/speaker_encoder.yaml``), speaker similarity ``speaker_sim``: the cosine between the
+encoder's embeddings of the recording and the synthesis. Two reference rows: ground truth (the recording
 against itself: each metric's best value) and the vocoder ceiling (ground-truth mel -> Griffin-Lim).
 
 Outputs in ``out``: ``results.json`` (every value, mean and 95 % CI per cell, seeds, config,
@@ -28,19 +31,41 @@ from omegaconf import DictConfig
 
 from lightning_tts.adaptation import file_sha256
 from lightning_tts.atomic import write_json, write_text
-from lightning_tts.audio import FeatureExtractor, read_audio
+from lightning_tts.audio import FeatureExtractor, read_audio, resample
 from lightning_tts.config import to_container
 from lightning_tts.data.corpora import Utterance
 from lightning_tts.data.tasks import UtteranceBatch, collate_utterances
-from lightning_tts.errors import DataError
+from lightning_tts.errors import DataError, LightningTTSError
 from lightning_tts.learners import load_learner
 from lightning_tts.learners.base import BaseLearner
-from lightning_tts.metrics import f0_errors, mcd_from_mcep, mel_cepstrum, pesq_score, stoi_score
+from lightning_tts.metrics import cosine_similarity, f0_errors, mcd_from_mcep, mel_cepstrum, pesq_score, stoi_score
 from lightning_tts.models.vocoder import GriffinLimVocoder
 from lightning_tts.plots import adaptation_curves_figure, save_figure
 
-METRICS = ("mcd", "pesq", "stoi", "f0_rmse", "vuv_error")
-LOWER_IS_BETTER = {"mcd": True, "pesq": False, "stoi": False, "f0_rmse": True, "vuv_error": True}
+METRICS = ("mcd", "pesq", "stoi", "f0_rmse", "vuv_error", "speaker_sim")
+LOWER_IS_BETTER = {"mcd": True, "pesq": False, "stoi": False, "f0_rmse": True, "vuv_error": True, "speaker_sim": False}
+Embedder = Callable[[torch.Tensor], torch.Tensor]  # waveform (N,) -> (D,) speaker embedding
+
+
+def speaker_embedder(checkpoint: str | Path, sample_rate: int) -> Embedder:
+    """The speaker-embedding function of an evaluation encoder checkpoint, for waveforms at ``sample_rate``.
+
+    Raises:
+        LightningTTSError: the checkpoint has no speaker encoder.
+    """
+    encoder = load_learner(checkpoint)
+    if not encoder.has_speaker_encoder:
+        raise LightningTTSError(f"fewshot.speaker_encoder {checkpoint} is a {encoder.name} checkpoint; it must be a "
+                                f"metric run (e.g. --config conf/learner/speaker_encoder.yaml)")
+    extractor = FeatureExtractor(encoder.feature_params)
+    own_rate = encoder.feature_params.sample_rate
+
+    @torch.no_grad()
+    def embed(wav: torch.Tensor) -> torch.Tensor:
+        mel = extractor(resample(wav, sample_rate, own_rate))["mel"]  # (T, n_mels)
+        return encoder.embed_utterances(mel[None], torch.tensor([len(mel)]))[0]
+
+    return embed
 
 
 @dataclass
@@ -94,13 +119,18 @@ def mean_ci(values: Sequence[float]) -> dict[str, Any]:
     return {"mean": mean, "ci95": ci, "n": n, "failures": len(values) - n, "values": [float(v) for v in values]}
 
 
-def score_pair(ref: torch.Tensor, syn: torch.Tensor, sample_rate: int) -> dict[str, float]:
-    """Every metric of one (recording, synthesis) pair (mel-cepstra and DTW computed once)."""
+def score_pair(ref: torch.Tensor, syn: torch.Tensor, sample_rate: int,
+               embed: Optional[Embedder] = None) -> dict[str, float]:
+    """Every metric of one (recording, synthesis) pair (mel-cepstra and DTW computed once);
+    ``speaker_sim`` only with an evaluation encoder's ``embed``."""
     mcd_value, path = mcd_from_mcep(mel_cepstrum(ref.double().numpy(), sample_rate),
                                     mel_cepstrum(syn.double().numpy(), sample_rate))
     f0_rmse, vuv = f0_errors(ref, syn, sample_rate, path)
-    return {"mcd": mcd_value, "pesq": pesq_score(ref, syn, sample_rate),
-            "stoi": stoi_score(ref, syn, sample_rate), "f0_rmse": f0_rmse, "vuv_error": vuv}
+    scores = {"mcd": mcd_value, "pesq": pesq_score(ref, syn, sample_rate),
+              "stoi": stoi_score(ref, syn, sample_rate), "f0_rmse": f0_rmse, "vuv_error": vuv}
+    if embed is not None:
+        scores["speaker_sim"] = float(cosine_similarity(embed(ref), embed(syn)))
+    return scores
 
 
 class Evaluator:
@@ -111,11 +141,13 @@ class Evaluator:
         sample_rate: the feature sample rate (all checkpoints must share it).
         griffin_lim_iters: vocoder iterations.
         progress: called with a short description after each scored cell.
+        embed: the evaluation encoder's embedding function (adds ``speaker_sim``).
     """
 
     def __init__(self, sets: list[SpeakerSet], sample_rate: int, griffin_lim_iters: int = 32,
-                 progress: Optional[Callable[[str], None]] = None) -> None:
-        self.sets, self.sample_rate, self.iters = sets, sample_rate, griffin_lim_iters
+                 progress: Optional[Callable[[str], None]] = None, embed: Optional[Embedder] = None) -> None:
+        self.sets, self.sample_rate, self.iters, self.embed = sets, sample_rate, griffin_lim_iters, embed
+        self.metrics = [m for m in METRICS if m != "speaker_sim" or embed is not None]
         self.progress = progress or (lambda _: None)
         self._audio: dict[str, torch.Tensor] = {}
 
@@ -132,7 +164,7 @@ class Evaluator:
         rows = []
         for system, make in (("ground truth", lambda wav: wav),
                              ("vocoder ceiling", lambda wav: vocoder(extractor(wav)["mel"]))):
-            scores = [score_pair(self.recording(u), make(self.recording(u)), self.sample_rate)
+            scores = [score_pair(self.recording(u), make(self.recording(u)), self.sample_rate, self.embed)
                       for s in self.sets for u in s.query]
             rows.append(self._row(system, None, None, scores))
             self.progress(system)
@@ -153,7 +185,7 @@ class Evaluator:
                     for utt in speaker_set.query:
                         tokens = torch.tensor(learner.text.encode(utt.text))
                         wav = vocoder(learner.synthesize(tokens, state))
-                        scores.append(score_pair(self.recording(utt), wav, self.sample_rate))
+                        scores.append(score_pair(self.recording(utt), wav, self.sample_rate, self.embed))
                 rows.append(self._row(system, k, n_steps, scores))
                 self.progress(f"{system} K={k} steps={n_steps}")
         return rows
@@ -161,10 +193,9 @@ class Evaluator:
     def _support_batch(self, utts: list[Utterance], learner: BaseLearner, extractor: FeatureExtractor) -> UtteranceBatch:
         return support_batch(utts, [self.recording(u) for u in utts], learner, extractor)
 
-    @staticmethod
-    def _row(system: str, shots: Optional[int], steps: Optional[int], scores: list[dict[str, float]]) -> dict[str, Any]:
+    def _row(self, system: str, shots: Optional[int], steps: Optional[int], scores: list[dict[str, float]]) -> dict[str, Any]:
         return {"system": system, "shots": shots, "steps": steps,
-                "metrics": {m: mean_ci([s[m] for s in scores]) for m in METRICS}}
+                "metrics": {m: mean_ci([s[m] for s in scores]) for m in self.metrics}}
 
 
 def system_names(checkpoints: Sequence[str], learners: Sequence[BaseLearner]) -> list[str]:
@@ -195,7 +226,13 @@ def run_evaluation(cfg: DictConfig, checkpoints: Sequence[str], shots: Sequence[
     sets = fixed_speaker_sets(dm.index.utterances, dm.split.test, max(shots), cfg.data.tasks.queries,
                               cfg.data.splits.seed)
     torch.manual_seed(cfg.seed)
-    evaluator = Evaluator(sets, learners[0].feature_params.sample_rate, progress=progress)
+    sample_rate = learners[0].feature_params.sample_rate
+    encoder = cfg.fewshot.speaker_encoder
+    embed = speaker_embedder(encoder, sample_rate) if encoder else None
+    if encoder and file_sha256(encoder) in {file_sha256(c) for c in checkpoints}:
+        raise LightningTTSError(f"fewshot.speaker_encoder {encoder} is also a checkpoint under evaluation: "
+                                f"a model must not be graded by its own encoder")
+    evaluator = Evaluator(sets, sample_rate, progress=progress, embed=embed)
     rows = evaluator.reference_rows(learners[0])
     for name, learner in zip(system_names(checkpoints, learners), learners):
         rows += evaluator.checkpoint_rows(name, learner, shots, steps)
@@ -205,12 +242,13 @@ def run_evaluation(cfg: DictConfig, checkpoints: Sequence[str], shots: Sequence[
                                  "query": [u.utterance_id for u in s.query]} for s in sets},
         "checkpoints": [{"path": str(Path(c).resolve()), "sha256": file_sha256(c), "learner": l.name, "system": n}
                         for c, l, n in zip(checkpoints, learners, system_names(checkpoints, learners))],
-        "config": to_container(cfg), "rows": rows,
+        "speaker_encoder": {"path": str(Path(encoder).resolve()), "sha256": file_sha256(encoder)} if encoder else None,
+        "metrics": evaluator.metrics, "config": to_container(cfg), "rows": rows,
     }
     write_json(out / "results.json", results)
     write_text(out / "results.csv", results_csv(rows))
     write_text(out / "results.md", results_markdown(results))
-    save_figure(adaptation_curves_figure(results, METRICS, LOWER_IS_BETTER), out / "adaptation_curves.png")
+    save_figure(adaptation_curves_figure(results, evaluator.metrics, LOWER_IS_BETTER), out / "adaptation_curves.png")
     return results
 
 
@@ -233,7 +271,7 @@ def results_markdown(results: dict[str, Any]) -> str:
     refs = [r for r in rows if r["shots"] is None]
     lines = [f"# Few-shot evaluation: {len(results['speakers'])} test speakers, "
              f"{len(next(iter(results['speakers'].values()))['query'])} query utterances each", ""]
-    for metric in METRICS:
+    for metric in results_metrics(results):
         arrow = "lower is better" if LOWER_IS_BETTER[metric] else "higher is better"
         lines += [f"## {metric} ({arrow})", "", "| shots | steps | " + " | ".join(systems) + " |",
                   "|---|---|" + "---|" * len(systems)]
@@ -247,6 +285,11 @@ def results_markdown(results: dict[str, Any]) -> str:
         lines.append("")
         lines += [f"{r['system']}: {_fmt(r['metrics'][metric])}  " for r in refs] + [""]
     return "\n".join(lines)
+
+
+def results_metrics(results: dict[str, Any]) -> list[str]:
+    """The metrics a results file holds (files older than speaker similarity lack the key)."""
+    return list(results.get("metrics", [m for m in METRICS if m in results["rows"][0]["metrics"]]))
 
 
 def _fmt(cell: dict[str, Any]) -> str:

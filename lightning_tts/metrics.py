@@ -24,7 +24,7 @@ import math
 import warnings
 from abc import abstractmethod
 from functools import lru_cache
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -296,3 +296,23 @@ class STOI(UtteranceScore):
 
     def score(self, ref: torch.Tensor, syn: torch.Tensor) -> float:
         return stoi_score(ref, syn, self.sample_rate)
+
+
+class SpeakerSimilarity(UtteranceScore):
+    """Speaker similarity (SECS, higher is better): cosine between the speaker embeddings of the
+    reference and the synthesised waveform.
+
+    Args:
+        sample_rate: of the waveforms.
+        embed: waveform (N,) at ``sample_rate`` -> (D,) embedding, from an evaluation encoder trained
+            apart from the model under test (``evaluation.speaker_embedder``).
+    """
+
+    higher_is_better = True
+
+    def __init__(self, sample_rate: int, embed: Callable[[torch.Tensor], torch.Tensor], **kwargs) -> None:
+        super().__init__(sample_rate, **kwargs)
+        self.embed = embed
+
+    def score(self, ref: torch.Tensor, syn: torch.Tensor) -> float:
+        return float(cosine_similarity(self.embed(ref), self.embed(syn)))

@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 
 from lightning_tts.audio import FeatureParams
 from lightning_tts.callbacks.checkpoint import RunCheckpoint
+from lightning_tts.callbacks.embeddings import EmbeddingProjectionCallback
 from lightning_tts.callbacks.fewshot import FewShotEvalCallback
 from lightning_tts.callbacks.images import ValidationImagesCallback
 from lightning_tts.config import save_config, to_container
@@ -105,8 +106,9 @@ def check_compatible(learner: BaseLearner, cfg: DictConfig) -> None:
                                 f"features.{k}={wanted[k]}: use the checkpoint's feature settings")
 
 
-def build_trainer(cfg: DictConfig, run_dir: Path, progress: bool = True) -> pl.Trainer:
-    """A Lightning Trainer from ``cfg.trainer`` with the run's loggers and callbacks."""
+def build_trainer(cfg: DictConfig, run_dir: Path, learner: BaseLearner, progress: bool = True) -> pl.Trainer:
+    """A Lightning Trainer from ``cfg.trainer`` with the run's loggers and callbacks (the best
+    checkpoint is chosen on ``learner.checkpoint_monitor()``)."""
     from pytorch_lightning.callbacks import LearningRateMonitor
     from pytorch_lightning.loggers import CSVLogger
 
@@ -115,15 +117,18 @@ def build_trainer(cfg: DictConfig, run_dir: Path, progress: bool = True) -> pl.T
         from pytorch_lightning.loggers import TensorBoardLogger
 
         loggers.append(TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False))
+    monitor, mode = learner.checkpoint_monitor()
     checkpoints = RunCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="best-step{step}",
-                                  auto_insert_metric_name=False, monitor="val/mel_loss", mode="min", save_last=True,
-                                  save_top_k=1)
+                                auto_insert_metric_name=False, monitor=monitor, mode=mode, save_last=True,
+                                save_top_k=1)
     options = {k: v for k, v in to_container(cfg.trainer).items() if k != "default_root_dir"}
     options["enable_progress_bar"] = options.get("enable_progress_bar", True) and progress
     return pl.Trainer(**options, default_root_dir=str(run_dir), logger=loggers,
                       callbacks=[checkpoints, ValidationImagesCallback(run_dir / "images"),
                                  FewShotEvalCallback(run_dir / "fewshot", seed=cfg.data.splits.seed,
                                                      **to_container(cfg.fewshot)),
+                                 EmbeddingProjectionCallback(run_dir / "embeddings", seed=cfg.seed,
+                                                             **to_container(cfg.projection)),
                                  LearningRateMonitor(logging_interval="step")],
                       use_distributed_sampler=False, inference_mode=False, enable_model_summary=False)
 
@@ -158,7 +163,7 @@ def run(cfg: DictConfig, stage: str = "fit", checkpoint: Optional[str] = None, p
         run_dir, resume = Path(checkpoint).resolve().parent.parent, None
         dm = build_datamodule(cfg, learner.data_mode, progress)
     run_dir.mkdir(parents=True, exist_ok=True)
-    trainer = build_trainer(cfg, run_dir, progress)
+    trainer = build_trainer(cfg, run_dir, learner, progress)
     if trainer.is_global_zero:
         save_config(cfg, run_dir / ("config.yaml" if stage == "fit" else f"config_{stage}.yaml"))
         log.info("%s: %s", cfg.learner.name, dm.describe())

@@ -31,6 +31,13 @@ CASES = {
     "maml-func-2nd": (*MAML, "learner.backend=func"),
     "maml-higher-2nd": (*MAML, "learner.backend=higher"),
     "maml-higher-1st": (*MAML, "learner.backend=higher", "learner.first_order=true"),
+    "metric-ge2e": ("learner.name=metric", "data.speakers_per_batch=3", "data.utterances_per_speaker=3",
+                    "learner.encoder.channels=32", "projection.every=0"),
+    "metric-triplet-joint": ("learner.name=metric", "learner.metric_loss=triplet", "learner.mining=semi_hard",
+                             "learner.encoder_mode=joint", "data.speakers_per_batch=3", "data.utterances_per_speaker=3",
+                             "learner.encoder.channels=32", "projection.every=0"),
+    "mann": ("learner.name=mann", "data.tasks.tasks_per_batch=2", "data.tasks.shots=3", "data.tasks.queries=3",
+             "learner.memory.slots=16"),
 }
 
 

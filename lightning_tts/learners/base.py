@@ -10,7 +10,7 @@ from __future__ import annotations
 import fnmatch
 import math
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Optional
+from typing import Any, Callable, ClassVar, Optional
 
 import pytorch_lightning as pl
 import torch
@@ -81,6 +81,7 @@ class BaseLearner(pl.LightningModule):
     name: ClassVar[str] = ""
     data_mode: ClassVar[str] = "utterance"
     Config: ClassVar[type] = LearnerConfig
+    has_speaker_encoder: ClassVar[bool] = False  # True: ``embed_utterances`` works (embed, projections)
 
     def __init__(self, symbols: list[str], features: dict, speakers: list[str], model: dict, loss: dict, optim: dict,
                  phonemes: bool = True, adapt_steps: int = 20, adapt_lr: float = 0.01,
@@ -120,8 +121,13 @@ class BaseLearner(pl.LightningModule):
         checkpoint["lightning_tts_version"] = __version__
 
     # ---------------------------------------------------------------- model and loss
+    def token_conditioning(self, extras: Optional[dict[str, torch.Tensor]]) -> Optional[Callable[[torch.Tensor], torch.Tensor]]:
+        """The acoustic model's ``token_hook`` for an adapted state's ``extras`` (None: no per-phone conditioning)."""
+        return None
+
     def run_model(self, batch: UtteranceBatch, speaker: torch.Tensor, params: Optional[dict[str, torch.Tensor]] = None,
-                  durations: Optional[torch.Tensor] = None) -> AcousticOutput:
+                  durations: Optional[torch.Tensor] = None,
+                  extras: Optional[dict[str, torch.Tensor]] = None) -> AcousticOutput:
         """Teacher-forced forward pass.
 
         Args:
@@ -129,10 +135,11 @@ class BaseLearner(pl.LightningModule):
             speaker: (B, speaker_dim) speaker vectors.
             params: overrides of named model parameters (the adapted ones).
             durations: (B, L) token durations to use instead of running the aligner.
+            extras: an adapted state's learner-specific tensors (see ``token_conditioning``).
         """
         args = (batch.tokens, batch.token_lengths, speaker)
         kwargs = {"mels": batch.mels, "mel_lengths": batch.mel_lengths, "pitch": batch.pitch, "energy": batch.energy,
-                  "durations": durations}
+                  "durations": durations, "token_hook": self.token_conditioning(extras)}
         if params:
             return functional_call(self.model, params, args, kwargs, strict=False)
         return self.model(*args, **kwargs)
@@ -144,15 +151,16 @@ class BaseLearner(pl.LightningModule):
         return self.run_model(batch, speaker).durations
 
     def support_mel_loss(self, batch: UtteranceBatch, speaker: torch.Tensor, params: Optional[dict[str, torch.Tensor]],
-                         durations: torch.Tensor) -> torch.Tensor:
+                         durations: torch.Tensor, extras: Optional[dict[str, torch.Tensor]] = None) -> torch.Tensor:
         """Mel L1 of ``batch`` with the speaker vector (speaker_dim,) and given durations: the adaptation loss."""
-        out = self.run_model(batch, speaker.expand(len(batch), -1), params, durations)
+        out = self.run_model(batch, speaker.expand(len(batch), -1), params, durations, extras)
         return masked_l1(out.mel, batch.mels, batch.mel_lengths)
 
     def acoustic_losses(self, batch: UtteranceBatch, speaker: torch.Tensor,
-                        params: Optional[dict[str, torch.Tensor]] = None) -> tuple[dict[str, torch.Tensor], AcousticOutput]:
+                        params: Optional[dict[str, torch.Tensor]] = None,
+                        extras: Optional[dict[str, torch.Tensor]] = None) -> tuple[dict[str, torch.Tensor], AcousticOutput]:
         """Loss terms of a teacher-forced pass over ``batch`` with speaker vectors (B, speaker_dim)."""
-        out = self.run_model(batch, speaker, params)
+        out = self.run_model(batch, speaker, params, extras=extras)
         return self.criterion(out, batch.mels, batch.mel_lengths, batch.token_lengths, self.global_step), out
 
     def log_losses(self, stage: str, losses: dict[str, torch.Tensor], batch_size: int) -> None:
@@ -209,6 +217,19 @@ class BaseLearner(pl.LightningModule):
             return trainer.max_steps
         return int(trainer.estimated_stepping_batches)
 
+    @property
+    def synthesizes(self) -> bool:
+        """Whether this learner was trained to synthesise (a speaker-encoder-only run is not)."""
+        return True
+
+    def checkpoint_monitor(self) -> tuple[str, str]:
+        """(logged key, "min"/"max") that picks the best checkpoint."""
+        return "val/mel_loss", "min"
+
+    def embed_utterances(self, mels: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """(B, T, n_mels), (B,) -> (B, D) unit-length speaker embeddings (learners with a speaker encoder)."""
+        raise LightningTTSError(f"learner {self.name} has no speaker encoder (train learner.name=metric)")
+
     # ---------------------------------------------------------------- adaptation interface
     def initial_speaker(self) -> torch.Tensor:
         """(speaker_dim,) where adaptation to an unseen speaker starts."""
@@ -226,10 +247,19 @@ class BaseLearner(pl.LightningModule):
             raise LightningTTSError(f"adapt_params {self.adapt_params} match no model parameter")
         return chosen
 
+    def adapt_start(self, support: UtteranceBatch) -> AdaptedState:
+        """Where fine-tuning on ``support`` starts (default: ``initial_speaker``, no overrides)."""
+        return AdaptedState(self.initial_speaker())
+
+    def reference_state(self, mels: list[torch.Tensor]) -> AdaptedState:
+        """A voice from reference recordings alone, each (T, n_mels), without transcripts or gradient steps."""
+        raise LightningTTSError(f"learner {self.name} cannot clone a voice from reference audio alone: "
+                                f"use 'adapt' with transcripts, then 'synthesize --adapted'")
+
     @torch.enable_grad()
     def adapt(self, support: UtteranceBatch, steps: Optional[int] = None, lr: Optional[float] = None,
               progress: Optional[Any] = None) -> AdaptedState:
-        """Fine-tune a new speaker vector (from ``initial_speaker``) and ``adapt_params`` on ``support``.
+        """Fine-tune the speaker vector (from ``adapt_start``) and ``adapt_params`` on ``support``.
 
         Args:
             support: K utterances of the new speaker.
@@ -239,25 +269,30 @@ class BaseLearner(pl.LightningModule):
         """
         steps = self.adapt_steps if steps is None else steps
         lr = self.adapt_lr if lr is None else lr
-        speaker = self.initial_speaker().detach().clone().requires_grad_(True)
-        params = {n: p.detach().clone().requires_grad_(True) for n, p in self.adaptable_parameters().items()}
-        opt = torch.optim.Adam([speaker, *params.values()], lr=lr)
         was_training = self.training
         self.eval()
+        with torch.no_grad():
+            start = self.adapt_start(support)
+        if steps == 0:
+            self.train(was_training)
+            return start
+        speaker = start.speaker.detach().clone().requires_grad_(True)
+        params = {n: p.detach().clone().requires_grad_(True) for n, p in self.adaptable_parameters().items()}
+        opt = torch.optim.Adam([speaker, *params.values()], lr=lr)
         durations = self.align(support)
         for _ in range(steps):
-            loss = self.support_mel_loss(support, speaker, params, durations)
+            loss = self.support_mel_loss(support, speaker, params, durations, start.extras)
             opt.zero_grad()
             loss.backward()
             opt.step()
             if progress is not None:
                 progress(float(loss))
         self.train(was_training)
-        return AdaptedState(speaker.detach(), {n: p.detach() for n, p in params.items()})
+        return AdaptedState(speaker.detach(), {n: p.detach() for n, p in params.items()}, start.extras)
 
     def query_losses(self, query: UtteranceBatch, state: AdaptedState) -> dict[str, torch.Tensor]:
         """Teacher-forced losses of ``query`` under an adapted state."""
-        losses, _ = self.acoustic_losses(query, state.speaker.expand(len(query), -1), state.params or None)
+        losses, _ = self.acoustic_losses(query, state.speaker.expand(len(query), -1), state.params or None, state.extras)
         return losses
 
     @torch.no_grad()
@@ -266,16 +301,17 @@ class BaseLearner(pl.LightningModule):
         tokens = tokens.to(self.device)[None]
         lengths = torch.tensor([tokens.shape[1]], device=self.device)
         args = (tokens, lengths, state.speaker.to(self.device)[None])
+        kwargs = {"pace": pace, "token_hook": self.token_conditioning(state.extras)}
         if state.params:
-            out = functional_call(self.model, state.params, args, {"pace": pace}, strict=False)
+            out = functional_call(self.model, state.params, args, kwargs, strict=False)
         else:
-            out = self.model(*args, pace=pace)
+            out = self.model(*args, **kwargs)
         return out.mel[0, : int(out.mel_lengths[0])]
 
     # ---------------------------------------------------------------- few-shot test
     def few_shot_losses(self, task: Task, steps: Optional[int] = None) -> dict[str, torch.Tensor]:
         """Query mel loss of one task before and after adaptation on its support set."""
-        before = self.query_losses(task.query, AdaptedState(self.initial_speaker()))["mel_loss"]
+        before = self.query_losses(task.query, self.adapt(task.support, steps=0))["mel_loss"]
         after = self.query_losses(task.query, self.adapt(task.support, steps=steps))["mel_loss"]
         return {"query_mel_loss_unadapted": before, "query_mel_loss": after}
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -264,7 +264,8 @@ class AcousticModel(nn.Module):
     def forward(self, tokens: torch.Tensor, token_lengths: torch.Tensor, speaker: torch.Tensor,
                 mels: Optional[torch.Tensor] = None, mel_lengths: Optional[torch.Tensor] = None,
                 pitch: Optional[torch.Tensor] = None, energy: Optional[torch.Tensor] = None,
-                pace: float = 1.0, durations: Optional[torch.Tensor] = None) -> AcousticOutput:
+                pace: float = 1.0, durations: Optional[torch.Tensor] = None,
+                token_hook: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> AcousticOutput:
         """Teacher-forced (``mels`` given: durations from the learned alignment) or free-running.
 
         Args:
@@ -278,9 +279,13 @@ class AcousticModel(nn.Module):
             pace: speaking-rate factor when synthesising (2.0 = twice as fast).
             durations: (B, L) frames per token to use with ``mels`` instead of running the aligner
                 (a MAML inner loop aligns its support set once, with the aligner it does not adapt).
+            token_hook: (B, L, D) encoder output -> (B, L, D) added to it before the duration, pitch and
+                energy predictors (per-phone conditioning, e.g. a memory read).
         """
         token_mask = lengths_to_mask(token_lengths, tokens.shape[1])
         emb, x = self.encode(tokens, token_mask, speaker)
+        if token_hook is not None:
+            x = x + token_hook(x).masked_fill(~token_mask[:, :, None], 0.0)
         log_durations = self.duration_predictor(x, token_mask)
         out = AcousticOutput(mel=x, mel_lengths=token_lengths, log_durations=log_durations, durations=log_durations)
         if mels is not None and durations is None:
