@@ -32,3 +32,14 @@ def test_bf16_mixed_fit(make_cfg, synthetic_root: Path, case: str) -> None:
     ckpt = torch.load(result.last_checkpoint, weights_only=True)
     assert ckpt["global_step"] == 3
     assert all(v.dtype == torch.float32 for v in ckpt["state_dict"].values() if v.is_floating_point())
+
+
+def test_maml_refuses_fp16() -> None:
+    from lightning_tts.errors import LightningTTSError
+    from lightning_tts.learners.maml import check_precision
+
+    for ok in ("32-true", "bf16-mixed", "bf16-true"):
+        check_precision(ok)
+    for bad in ("16-mixed", "16-true"):
+        with pytest.raises(LightningTTSError, match="use trainer.precision=bf16-mixed"):
+            check_precision(bad)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Optional
 
 from lightning_tts.audio import audio_info
-from lightning_tts.errors import AudioError, DataError
+from lightning_tts.errors import AudioError, ConfigError, DataError
 
 
 @dataclass(slots=True)
@@ -351,12 +351,12 @@ def build_reader(data_cfg: Mapping[str, Any]) -> CorpusReader:
     """The reader registered as ``data.corpus`` (``synthetic`` reads its VCTK-layout output).
 
     Raises:
-        DataError: unknown corpus name.
+        ConfigError: unknown corpus name.
     """
     name = data_cfg["corpus"]
     key = "vctk" if name == "synthetic" else name
     if key not in CORPORA:
-        raise DataError(f"unknown corpus {name!r} in data.corpus (known: synthetic, {', '.join(sorted(CORPORA))})")
+        raise ConfigError(f"unknown corpus {name!r} in data.corpus (known: synthetic, {', '.join(sorted(CORPORA))})")
     reader = CORPORA[key].from_config(data_cfg)
     reader.name = name
     return reader

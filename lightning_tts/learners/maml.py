@@ -53,6 +53,18 @@ class MAMLConfig(LearnerConfig):
     backend: str = "func"
 
 
+def check_precision(precision: str) -> None:
+    """MAML differentiates through ``torch.autograd.grad`` inner steps that Lightning's fp16
+    ``GradScaler`` never scales, so fp16 inner gradients underflow silently; bf16 has fp32's range.
+
+    Raises:
+        LightningTTSError: ``precision`` is an fp16 setting.
+    """
+    if precision in ("16-mixed", "16", "16-true", "half"):
+        raise LightningTTSError(f"trainer.precision={precision} is not supported by MAML (its inner-loop gradients "
+                                f"are not loss-scaled and underflow in fp16): use trainer.precision=bf16-mixed")
+
+
 class SpeakerModel(nn.Module):
     """The acoustic model with its own speaker vector: the module whose weights MAML adapts.
 
@@ -117,6 +129,11 @@ class MAMLLearner(BaseLearner):
             self.inner_lrs = nn.Parameter(rates)
         else:
             self.register_buffer("inner_lrs", rates)
+
+    def setup(self, stage: str) -> None:
+        """Refuse fp16 mixed precision (see ``check_precision``)."""
+        if self._trainer is not None:
+            check_precision(str(self.trainer.precision))
 
     # ---------------------------------------------------------------- inner loops
     def net(self) -> SpeakerModel:

@@ -1,0 +1,108 @@
+"""Bad input: one line naming the problem, a non-zero exit code, nothing on disk lost or half-written;
+and checkpoints that could run code when loaded are refused."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from lightning_tts.cli import main
+from lightning_tts.learners import load_learner
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Broken inputs of every kind, made once."""
+    tmp = tmp_path_factory.mktemp("bad")
+    truncated = tmp / "truncated.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(1000)}}, truncated)
+    truncated.write_bytes(truncated.read_bytes()[:300])
+    foreign = tmp / "foreign.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(3)}}, foreign)
+    text = tmp / "notes.txt"
+    text.write_text("not a checkpoint")
+    bad_yaml = tmp / "bad.yaml"
+    bad_yaml.write_text("trainer: [unclosed\n")
+    not_audio = tmp / "not_audio.wav"
+    not_audio.write_text("RIFF? no")
+    empty_dir = tmp / "empty_support"
+    empty_dir.mkdir()
+    return {"truncated": truncated, "foreign": foreign, "text": text, "bad_yaml": bad_yaml, "not_audio": not_audio,
+            "empty_dir": empty_dir, "tmp": tmp}
+
+
+# (argv with {placeholders}, exit code, a fragment of the one-line message)
+CASES = [
+    (["fit", "trainer.max_stepz=3"], 2, "trainer.max_stepz"),
+    (["fit", "trainer.max_steps=many"], 2, "trainer.max_steps"),
+    (["fit", "learner.name=mamll"], 2, "did you mean: maml"),
+    (["fit", "learner.inner_stepz=2"], 2, "learner.inner_stepz"),
+    (["fit", "learner.name=metric", "learner.encoder.width=3"], 2, "learner.encoder.width"),
+    (["fit", "--config", "{bad_yaml}"], 2, "bad.yaml"),
+    (["fit", "--config", "{tmp}/missing.yaml"], 2, "missing.yaml"),
+    (["fit", "ckpt_path={tmp}/none.ckpt"], 1, "ckpt_path not found"),
+    (["synthesize", "--checkpoint", "{tmp}/none.ckpt", "--text", "hi", "--out", "{tmp}/o.wav"], 1, "checkpoint not found"),
+    (["synthesize", "--checkpoint", "{truncated}", "--text", "hi", "--out", "{tmp}/o.wav"], 1, "cannot load checkpoint"),
+    (["synthesize", "--checkpoint", "{text}", "--text", "hi", "--out", "{tmp}/o.wav"], 1, "cannot load checkpoint"),
+    (["synthesize", "--checkpoint", "{foreign}", "--text", "hi", "--out", "{tmp}/o.wav"], 1, "not a lightning_tts checkpoint"),
+    (["synthesize", "--checkpoint", "{foreign}", "--text", "hi", "--out", "{tmp}/o.mp3"], 1, "--out must end in .wav or .flac"),
+    (["synthesize", "--checkpoint", "{foreign}", "--text", "hi", "--out", "{tmp}/no/dir/o.wav"], 1, "does not exist"),
+    (["synthesize", "--checkpoint", "{foreign}", "--text", "hi", "--out", "{tmp}/o.wav", "--pace", "0"], 2, "--pace must be > 0"),
+    (["adapt", "--checkpoint", "{foreign}", "--support", "{empty_dir}", "--out", "{tmp}/v.pt", "--steps", "-1"], 2, "--steps must be >= 0"),
+    (["adapt", "--checkpoint", "{foreign}", "--support", "{empty_dir}", "--out", "{tmp}/v.pt", "--lr", "0"], 2, "--lr must be > 0"),
+    (["adapt", "--checkpoint", "{foreign}", "--support", "{empty_dir}", "--out", "{tmp}/none/v.pt"], 1, "does not exist"),
+    (["evaluate", "--checkpoint", "{foreign}", "--shots", "1,x", "--out", "{tmp}/e"], 2, "--shots must be comma-separated"),
+    (["evaluate", "--checkpoint", "{foreign}", "--steps", "a", "--out", "{tmp}/e"], 2, "--steps must be comma-separated"),
+    (["embed", "--checkpoint", "{foreign}", "--out", "{tmp}/emb", "--method", "mds"], 2, "--method must be one of"),
+    (["embed", "--checkpoint", "{foreign}", "--out", "{tmp}/emb", "--per-speaker", "0"], 2, "--per-speaker must be >= 1"),
+    (["slurm", "--out", "{tmp}/s", "--nodes", "0"], 2, "--nodes must be >= 1"),
+    (["slurm", "--out", "{tmp}/s", "--time", "a week"], 2, "--time must be SLURM time"),
+    (["synthetic-corpus", "--out", "{tmp}/c", "--speakers", "0"], 2, "--speakers must be >= 1"),
+    (["synthetic-corpus", "--out", "{tmp}/no/dir/c"], 1, "does not exist"),
+    (["preprocess", "data.corpus=vctk", "data.root={tmp}/no_vctk"], 1, "no_vctk"),
+    (["preprocess", "data.corpus=timit"], 2, "data.corpus"),
+]
+
+
+@pytest.mark.parametrize("argv, code, fragment", CASES, ids=[" ".join(c[0][:3]) + f" #{i}" for i, c in enumerate(CASES)])
+def test_bad_input_gives_one_line_and_exit_code(files, argv: list[str], code: int, fragment: str, capsys) -> None:
+    args = [a.format(**{k: str(v) for k, v in files.items()}) for a in argv]
+    capsys.readouterr()
+    try:
+        got = main([*args, "--no-progress"])
+    except SystemExit as exit:  # argparse errors
+        got = exit.code
+    err = capsys.readouterr().err.strip()
+    assert got == code, err
+    last = err.splitlines()[-1]
+    assert fragment in last, err
+    assert last.startswith("error:") or "error:" in last
+
+
+def test_failed_commands_leave_existing_files_intact(files, capsys) -> None:
+    out = files["tmp"] / "keep.wav"
+    out.write_bytes(b"precious")
+    assert main(["synthesize", "--checkpoint", str(files["truncated"]), "--text", "hi", "--out", str(out)]) == 1
+    assert out.read_bytes() == b"precious"
+    assert not [p for p in files["tmp"].iterdir() if ".tmp-" in p.name]
+
+
+class _Payload:
+    """Unpickling this would create the file ``MARK``: a checkpoint that runs code when loaded."""
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {_Payload.mark}",))
+
+
+def test_crafted_checkpoint_is_refused_without_running_its_code(tmp_path: Path) -> None:
+    _Payload.mark = str(tmp_path / "pwned")
+    path = tmp_path / "crafted.ckpt"
+    torch.save({"hyper_parameters": {"learner_name": "multispeaker"}, "state_dict": {}, "x": _Payload()}, path)
+    with pytest.raises(Exception, match="cannot load checkpoint"):
+        load_learner(path)
+    assert not (tmp_path / "pwned").exists()
+    assert main(["synthesize", "--checkpoint", str(path), "--text", "hi", "--out", str(tmp_path / "o.wav")]) == 1
+    assert not (tmp_path / "pwned").exists()
