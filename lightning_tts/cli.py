@@ -346,7 +346,7 @@ def _embed(args: argparse.Namespace, cfg: Optional[DictConfig]) -> int:
 
 
 def _slurm_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", required=True, help="directory for config.yaml and the sbatch script (created)")
+    p.add_argument("--out", default=None, help="write config.yaml and the sbatch script here (default: print the script)")
     p.add_argument("--nodes", type=int, default=1, help="nodes (default 1)")
     p.add_argument("--gpus-per-node", type=int, default=1, help="GPUs per node; 0 runs CPU processes (default 1)")
     p.add_argument("--tasks-per-node", type=int, default=None, help="CPU processes per node when --gpus-per-node 0")
@@ -355,18 +355,23 @@ def _slurm_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--job-name", default="lightning_tts", help="job name (default lightning_tts)")
     p.add_argument("--partition", default=None, help="SLURM partition")
     p.add_argument("--account", default=None, help="SLURM account")
-    p.add_argument("--grace", type=int, default=120,
-                   help="seconds before the time limit to checkpoint and requeue (default 120)")
+    p.add_argument("--grace", type=int, default=90,
+                   help="seconds before the time limit to checkpoint and requeue (default 90)")
 
 
 def _slurm(args: argparse.Namespace, cfg: Optional[DictConfig]) -> int:
     """Write an sbatch script + resolved config for multi-node DDP with checkpoint-and-requeue."""
-    from lightning_tts.slurm import SlurmJob, write_job
+    from lightning_tts.slurm import SlurmJob, sbatch_script, trainer_overrides, write_job
 
     assert cfg is not None
     job = SlurmJob(nodes=args.nodes, gpus_per_node=args.gpus_per_node, tasks_per_node=args.tasks_per_node,
                    cpus_per_task=args.cpus_per_task, time=args.time, job_name=args.job_name, partition=args.partition,
                    account=args.account, grace=args.grace)
+    if args.out is None:
+        job.validate()
+        fit_args = [a for f in args.config for a in ("--config", str(Path(f).resolve()))]
+        print(sbatch_script(job, [*fit_args, *args.overrides, *trainer_overrides(job)], Path.cwd(), Path.cwd()))
+        return 0
     out = Path(args.out)
     if not out.parent.is_dir():
         raise LightningTTSError(f"cannot create {out}: directory {out.parent} does not exist")

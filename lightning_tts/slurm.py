@@ -1,7 +1,8 @@
 """Multi-node training on SLURM through Lightning's own machinery.
 
-``python -m lightning_tts slurm --nodes 2 --gpus-per-node 4 --out DIR [--config ...] [overrides]``
-writes ``DIR/config.yaml`` (the resolved run configuration with ``trainer.num_nodes``,
+``python -m lightning_tts slurm --nodes 2 --gpus-per-node 4 [--out DIR] [--config ...] [overrides]``
+prints an sbatch script whose ``srun`` line repeats the config files and overrides (plus the
+``trainer.*`` settings below), or with ``--out`` writes ``DIR/config.yaml`` (the resolved run configuration with ``trainer.num_nodes``,
 ``trainer.devices`` and ``trainer.strategy=ddp`` set) and ``DIR/<job-name>.sbatch``, which runs one
 ``srun`` task per device. Lightning's ``SLURMEnvironment`` reads the ranks from SLURM's variables;
 no launcher of ours is involved.
@@ -50,7 +51,7 @@ class SlurmJob:
     job_name: str = "lightning_tts"
     partition: Optional[str] = None
     account: Optional[str] = None
-    grace: int = 120
+    grace: int = 90
 
     def validate(self) -> None:
         """Raises ConfigError naming the first bad value."""
@@ -82,8 +83,8 @@ def cluster_config(cfg: DictConfig, job: SlurmJob) -> DictConfig:
     return out
 
 
-def sbatch_script(job: SlurmJob, config: Path, workdir: Path, log_dir: Path) -> str:
-    """The sbatch script of ``job`` running ``fit`` on ``config`` from ``workdir``."""
+def sbatch_script(job: SlurmJob, fit_args: list[str], workdir: Path, log_dir: Path) -> str:
+    """The sbatch script of ``job`` running ``fit`` with ``fit_args`` (config files, overrides) from ``workdir``."""
     lines = ["#!/bin/bash", f"#SBATCH --job-name={job.job_name}", f"#SBATCH --nodes={job.nodes}",
              f"#SBATCH --ntasks-per-node={job.processes_per_node}", f"#SBATCH --cpus-per-task={job.cpus_per_task}"]
     if job.gpus_per_node:
@@ -99,19 +100,24 @@ def sbatch_script(job: SlurmJob, config: Path, workdir: Path, log_dir: Path) -> 
         "# directory and requeues this job; the requeued job (same SLURM_JOB_ID, same run directory) resumes.",
         "set -euo pipefail",
         f"cd {shlex.quote(str(workdir))}",
-        f"srun python -m lightning_tts fit --config {shlex.quote(str(config))} --no-progress",
+        "srun python -m lightning_tts fit " + " ".join(shlex.quote(a) for a in fit_args) + " --no-progress",
         "",
     ]
     return "\n".join(lines)
 
 
+def trainer_overrides(job: SlurmJob) -> list[str]:
+    """The ``trainer.*`` overrides that make Lightning's world match the sbatch resources."""
+    return [f"trainer.{k}={v}" for k, v in OmegaConf.to_container(cluster_config(OmegaConf.create({}), job))["trainer"].items()]
+
+
 def write_job(cfg: DictConfig, job: SlurmJob, out: Path, workdir: Path) -> tuple[Path, Path]:
-    """Write ``out/config.yaml`` and ``out/<job_name>.sbatch``; return their paths."""
+    """Write ``out/config.yaml`` (resolved, trainer set for ``job``) and ``out/<job_name>.sbatch``."""
     job.validate()
     out.mkdir(parents=True, exist_ok=True)
     config = out / "config.yaml"
     save_config(cluster_config(cfg, job), config)
     script = out / f"{job.job_name}.sbatch"
-    write_text(script, sbatch_script(job, config.resolve(), workdir.resolve(), out.resolve()))
+    write_text(script, sbatch_script(job, ["--config", str(config.resolve())], workdir.resolve(), out.resolve()))
     script.chmod(0o755)
     return config, script

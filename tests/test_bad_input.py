@@ -65,6 +65,75 @@ CASES = [
 ]
 
 
+@pytest.fixture(scope="module")
+def trained(files, synthetic_root: Path) -> dict[str, str]:
+    """A real (2-step) baseline checkpoint on the session corpus, a support folder, bad references."""
+    import soundfile as sf
+
+    tmp = files["tmp"]
+    data = [f"data.root={synthetic_root}", f"data.cache_dir={tmp / 'cache'}", "data.splits.val=2", "data.splits.test=2",
+            "data.preprocess_workers=1"]
+    assert main(["fit", "--no-progress", "learner.name=multispeaker", *data, f"trainer.default_root_dir={tmp / 'runs'}",
+                 "trainer.max_steps=2", "trainer.val_check_interval=2", "trainer.check_val_every_n_epoch=null",
+                 "trainer.limit_val_batches=1", "fewshot.every=0", "data.batch_size=4"]) == 0
+    ckpt = next((tmp / "runs").rglob("last.ckpt"))
+    support = tmp / "support"
+    support.mkdir()
+    for wav in sorted(synthetic_root.rglob("p101_00[1-3]_mic1.flac")):
+        (support / wav.name).write_bytes(wav.read_bytes())
+        (support / wav.name.replace(".flac", ".txt")).write_text("Please call Stella.")
+    corrupt = tmp / "corrupt_support"
+    corrupt.mkdir()
+    (corrupt / "a.wav").write_bytes(b"RIFF\x00\x00garbage")
+    (corrupt / "a.txt").write_text("Please call Stella.")
+    (corrupt / "b.wav").write_bytes(b"")
+    (corrupt / "b.txt").write_text("Please call Stella.")
+    short = tmp / "short.wav"
+    sf.write(short, [0.1] * 200, 16000)
+    empty = tmp / "empty.wav"
+    empty.write_bytes(b"")
+    return {"ckpt": str(ckpt), "data": " ".join(data), "support": str(support), "corrupt": str(corrupt),
+            "short": str(short), "empty": str(empty)}
+
+
+# cases that need a real checkpoint or corpus; "{data}" expands to the corpus overrides
+CHECKPOINT_CASES = [
+    (["validate", "--checkpoint", "{ckpt}", "{data}", "features.n_mels=40"], 1, "features.n_mels=80 but the config has features.n_mels=40"),
+    (["embed", "--checkpoint", "{ckpt}", "--out", "{tmp}/emb", "{data}"], 1, "has no speaker encoder"),
+    (["evaluate", "--checkpoint", "{ckpt}", "--shots", "1", "--steps", "0", "--out", "{tmp}/ev", "{data}",
+      "fewshot.speaker_encoder={ckpt}"], 1, "must be a metric run"),
+    (["evaluate", "--checkpoint", "{ckpt}", "--shots", "40", "--out", "{tmp}/ev", "{data}"], 1, "no test speaker has 40"),
+    (["synthesize", "--checkpoint", "{ckpt}", "--text", "", "--out", "{tmp}/o.wav"], 1, "empty text"),
+    (["synthesize", "--checkpoint", "{ckpt}", "--text", "§§§", "--out", "{tmp}/o.wav"], 1, "no pronounceable symbols"),
+    (["synthesize", "--checkpoint", "{ckpt}", "--speaker", "nobody", "--text", "Hi.", "--out", "{tmp}/o.wav"], 1, "unknown speaker 'nobody'"),
+    (["synthesize", "--checkpoint", "{ckpt}", "--reference", "{short}", "--text", "Hi.", "--out", "{tmp}/o.wav"], 1, "is too short"),
+    (["synthesize", "--checkpoint", "{ckpt}", "--reference", "{not_audio}", "--text", "Hi.", "--out", "{tmp}/o.wav"], 1, "cannot read reference audio"),
+    (["synthesize", "--checkpoint", "{ckpt}", "--reference", "{empty}", "--text", "Hi.", "--out", "{tmp}/o.wav"], 1, "cannot read reference audio"),
+    (["synthesize", "--checkpoint", "{ckpt}", "--reference", "{support}/p101_001_mic1.flac", "--text", "Hi.", "--out",
+      "{tmp}/o.wav"], 1, "cannot clone a voice from reference audio alone"),
+    (["synthesize", "--checkpoint", "{ckpt}", "--adapted", "{ckpt}", "--text", "Hi.", "--out", "{tmp}/o.wav"], 1, "adapted"),
+    (["adapt", "--checkpoint", "{ckpt}", "--support", "{support}", "--out", "{tmp}/v.pt", "--shots", "50"], 1, "50 needed"),
+    (["adapt", "--checkpoint", "{ckpt}", "--support", "{corrupt}", "--out", "{tmp}/v.pt"], 1, "usable utterances"),
+    (["adapt", "--checkpoint", "{ckpt}", "--support", "{tmp}/none", "--out", "{tmp}/v.pt"], 1, "support directory not found"),
+    (["fit", "learner.name=maml", "{data}", "data.tasks.shots=20", "data.tasks.queries=20"], 1, "no training speaker has 40"),
+    (["fit", "learner.name=metric", "{data}", "learner.metric_loss=cosine"], 1, "learner.metric_loss must be one of"),
+    (["fit", "learner.name=metric", "{data}", "projection.method=mds"], 2, "projection.method must be one of"),
+]
+
+
+@pytest.mark.parametrize("argv, code, fragment", CHECKPOINT_CASES,
+                         ids=[" ".join(c[0][:1] + c[0][3:4]) + f" #{i}" for i, c in enumerate(CHECKPOINT_CASES)])
+def test_bad_input_with_a_real_checkpoint(files, trained, argv: list[str], code: int, fragment: str, capsys) -> None:
+    values = {**{k: str(v) for k, v in files.items()}, **trained}
+    args = [x for a in argv for x in (a.format(**values).split() if a == "{data}" else [a.format(**values)])]
+    capsys.readouterr()
+    got = main([*args, "--no-progress", "trainer.max_steps=1"] if args[0] == "fit" else [*args, "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert got == code, err
+    assert fragment in err.splitlines()[-1], err
+    assert err.splitlines()[-1].startswith("error:")
+
+
 @pytest.mark.parametrize("argv, code, fragment", CASES, ids=[" ".join(c[0][:3]) + f" #{i}" for i, c in enumerate(CASES)])
 def test_bad_input_gives_one_line_and_exit_code(files, argv: list[str], code: int, fragment: str, capsys) -> None:
     args = [a.format(**{k: str(v) for k, v in files.items()}) for a in argv]

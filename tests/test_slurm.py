@@ -21,7 +21,7 @@ def test_slurm_command_writes_script_and_config(tmp_path: Path, capsys) -> None:
                  "--partition", "gpu", "learner.name=multispeaker", "trainer.max_steps=5000"]) == 0
     script = (out / "lightning_tts.sbatch").read_text()
     for line in ("#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=4", "#SBATCH --gres=gpu:4", "#SBATCH --requeue",
-                 "#SBATCH --signal=SIGUSR1@120", "#SBATCH --partition=gpu", "#SBATCH --time=1-00:00:00"):
+                 "#SBATCH --signal=SIGUSR1@90", "#SBATCH --partition=gpu", "#SBATCH --time=1-00:00:00"):
         assert line in script, line
     assert f"srun python -m lightning_tts fit --config {(out / 'config.yaml').resolve()}" in script
     cfg = OmegaConf.load(out / "config.yaml")
@@ -35,42 +35,60 @@ def test_slurm_command_writes_script_and_config(tmp_path: Path, capsys) -> None:
         assert message in capsys.readouterr().err
 
 
+def _launch(args: list[str], env: dict[str, str], ranks: int) -> list[subprocess.Popen]:
+    """Start ``ranks`` processes as ``srun`` would: one per task, with its SLURM rank variables."""
+    procs = []
+    for rank in range(ranks):
+        task_env = {**env, "SLURM_PROCID": str(rank), "SLURM_LOCALID": str(rank)}
+        procs.append(subprocess.Popen(args, env=task_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    return procs
+
+
 def test_sigusr1_checkpoints_requeues_and_the_requeued_job_resumes(tmp_path: Path, synthetic_root: Path) -> None:
+    """Two tasks started by hand with SLURM's variables and a fake scontrol: SIGUSR1 to both -> an
+    hpc checkpoint and ``scontrol requeue <job id>``; the relaunched job resumes at the saved step."""
     fake_bin = tmp_path / "bin"
     fake_bin.mkdir()
     calls = tmp_path / "scontrol.log"
     (fake_bin / "scontrol").write_text(f"#!/bin/sh\necho \"$@\" >> {calls}\n")
     (fake_bin / "scontrol").chmod(0o755)
-    env = {**os.environ, "PATH": f"{fake_bin}:{os.environ['PATH']}", "SLURM_JOB_ID": "4242", "SLURM_NTASKS": "1",
-           "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "SLURM_JOB_NAME": "lt",
-           "SLURM_NODELIST": "localhost", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PATH": f"{fake_bin}:{os.environ['PATH']}", "SLURM_JOB_ID": "4242", "SLURM_NTASKS": "2",
+           "SLURM_NTASKS_PER_NODE": "2", "SLURM_NNODES": "1", "SLURM_NODEID": "0", "SLURM_JOB_NAME": "lt",
+           "SLURM_NODELIST": "127.0.0.1", "PYTHONUNBUFFERED": "1"}
     runs = tmp_path / "runs"
-    args = [sys.executable, "-m", "lightning_tts", "fit", "--no-progress", "learner.name=multispeaker",
-            f"data.root={synthetic_root}", f"data.cache_dir={tmp_path / 'cache'}", f"trainer.default_root_dir={runs}",
-            "data.splits.val=2", "data.splits.test=2", "data.batch_size=4", "data.preprocess_workers=1",
+    overrides = [f"data.root={synthetic_root}", f"data.cache_dir={tmp_path / 'cache'}", "data.preprocess_workers=1"]
+    assert main(["preprocess", "--no-progress", *overrides]) == 0  # both tasks then find the cache ready
+    args = [sys.executable, "-m", "lightning_tts", "fit", "--no-progress", "learner.name=multispeaker", *overrides,
+            f"trainer.default_root_dir={runs}", "data.splits.val=2", "data.splits.test=2", "data.batch_size=4",
             "trainer.max_steps=60", "trainer.val_check_interval=1000", "trainer.limit_val_batches=1",
-            "trainer.log_every_n_steps=1", "fewshot.every=0", "trainer.accelerator=cpu"]
+            "trainer.log_every_n_steps=1", "fewshot.every=0", "trainer.accelerator=cpu", "trainer.devices=2",
+            "trainer.strategy=ddp"]
     run_dir = runs / "multispeaker" / "slurm_4242"
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    procs = _launch(args, env, 2)
     metrics = run_dir / "logs" / "metrics.csv"
     deadline = time.time() + 300
     while time.time() < deadline and (not metrics.is_file() or len(metrics.read_text().splitlines()) < 6):
         time.sleep(0.5)
-        assert proc.poll() is None, proc.communicate()[0][-3000:]
-    proc.send_signal(signal.SIGUSR1)  # what SLURM sends --grace seconds before the limit
+        assert all(p.poll() is None for p in procs), procs[0].communicate()[0][-3000:]
+    for p in procs:
+        p.send_signal(signal.SIGUSR1)  # SLURM sends it to every task --grace seconds before the limit
     deadline = time.time() + 120
-    while time.time() < deadline and not calls.is_file():
+    while time.time() < deadline and not (calls.is_file() and list(run_dir.glob("hpc_ckpt_*.ckpt"))):
         time.sleep(0.2)
-    proc.kill()  # SLURM ends the allocation after the requeue
-    output = proc.communicate()[0]
+    time.sleep(1.0)
+    for p in procs:
+        p.kill()  # SLURM ends the allocation after the requeue
+    output = procs[0].communicate()[0]
+    procs[1].communicate()
     assert calls.read_text().split() == ["requeue", "4242"], output[-3000:]
     hpc = list(run_dir.glob("hpc_ckpt_*.ckpt"))
     assert len(hpc) == 1, output[-3000:]
     saved_step = torch.load(hpc[0], weights_only=True)["global_step"]
     assert 0 < saved_step < 60
     # the requeued job: same job id -> same run directory -> Lightning restores the hpc checkpoint
-    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "Restored all states from the checkpoint" in done.stderr + done.stdout
+    procs = _launch(args, env, 2)
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs[0][-3000:]
+    assert "Restored all states from the checkpoint" in outputs[0]
     last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["global_step"] == 60

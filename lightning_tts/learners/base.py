@@ -163,6 +163,14 @@ class BaseLearner(pl.LightningModule):
         out = self.run_model(batch, speaker, params, extras=extras)
         return self.criterion(out, batch.mels, batch.mel_lengths, batch.token_lengths, self.global_step), out
 
+    def log_meta_batch(self, tasks: int) -> None:
+        """Log ``train/tasks_per_batch`` (this rank) and ``train/effective_meta_batch``: tasks per
+        optimiser step over all ranks = tasks per rank x ranks x gradient-accumulation batches."""
+        trainer = self._trainer
+        ranks, accumulate = (trainer.world_size, trainer.accumulate_grad_batches) if trainer is not None else (1, 1)
+        self.log("train/tasks_per_batch", float(tasks), on_step=True, on_epoch=False)
+        self.log("train/effective_meta_batch", float(tasks * ranks * accumulate), on_step=True, on_epoch=False)
+
     def log_losses(self, stage: str, losses: dict[str, torch.Tensor], batch_size: int) -> None:
         """Log every term as ``stage/name``; metrics outside training are synced across ranks."""
         for key, value in losses.items():

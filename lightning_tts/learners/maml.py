@@ -221,7 +221,7 @@ class MAMLLearner(BaseLearner):
         losses = {k: torch.stack([t[k] for t in per_task]).mean() for k in per_task[0]}
         self.log_losses("train", {f"query_{k}" if k != "loss" else k: v for k, v in losses.items()},
                         batch_size=len(batch))
-        self.log("train/tasks_per_batch", float(len(batch)), on_step=True, on_epoch=False)
+        self.log_meta_batch(len(batch))
         return losses["loss"]
 
     def validation_step(self, batch: TaskBatch, batch_idx: int) -> dict[str, torch.Tensor]:

@@ -172,6 +172,7 @@ class MANNLearner(BaseLearner):
             losses["loss"] = losses["loss"] + self.evidence_weight * losses["evidence_loss"]
         self.log_losses("train", {f"query_{k}" if k != "loss" else k: v for k, v in losses.items()},
                         batch_size=len(batch))
+        self.log_meta_batch(len(batch))
         return losses["loss"]
 
     def validation_step(self, batch: TaskBatch, batch_idx: int) -> dict[str, torch.Tensor]:
