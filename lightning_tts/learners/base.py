@@ -7,6 +7,7 @@ plain tensors and loaded with ``weights_only=True``.
 """
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import math
 from dataclasses import dataclass, field
@@ -50,6 +51,13 @@ class AdaptedState:
         """Inverse of ``to_payload``."""
         move = lambda d: {k: v.to(device) for k, v in d.items()}  # noqa: E731
         return cls(payload["speaker"].to(device), move(payload.get("params", {})), move(payload.get("extras", {})))
+
+
+def fp32_gradients(device: torch.device) -> Any:
+    """A context that turns off fp16 autocast (Lightning's ``16-mixed``): gradients taken outside the
+    trainer's loss scaler, like adaptation's, would underflow in fp16. bf16 autocast stays on."""
+    fp16 = torch.is_autocast_enabled(device.type) and torch.get_autocast_dtype(device.type) == torch.float16
+    return torch.autocast(device.type, enabled=False) if fp16 else contextlib.nullcontext()
 
 
 @dataclass
@@ -289,7 +297,8 @@ class BaseLearner(pl.LightningModule):
         opt = torch.optim.Adam([speaker, *params.values()], lr=lr)
         durations = self.align(support)
         for _ in range(steps):
-            loss = self.support_mel_loss(support, speaker, params, durations, start.extras)
+            with fp32_gradients(support.mels.device):
+                loss = self.support_mel_loss(support, speaker, params, durations, start.extras)
             opt.zero_grad()
             loss.backward()
             opt.step()
