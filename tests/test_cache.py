@@ -1,6 +1,5 @@
 """Feature cache: preprocess end to end, resume after a kill, invalidation by feature parameters."""
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -12,7 +11,7 @@ import torch
 from conftest import write_libritts, write_vctk
 from lightning_tts.audio import FeatureParams
 from lightning_tts.cli import main
-from lightning_tts.data.cache import FeatureCache, preprocess
+from lightning_tts.data.cache import preprocess
 
 
 def test_preprocess_vctk_and_libritts_trees_via_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

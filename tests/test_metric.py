@@ -18,7 +18,6 @@ from lightning_tts.cli import main
 from lightning_tts.config import load_config
 from lightning_tts.embeddings import EmbeddingSet, embed_dataset, split_utterances
 from lightning_tts.evaluation import speaker_embedder
-from lightning_tts.learners import load_learner
 from lightning_tts.learners.metric import MetricLearner, verification_scores
 from lightning_tts.training import build_datamodule, run
 

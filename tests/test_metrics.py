@@ -1,7 +1,6 @@
 """Metrics against references: SPTK, pymcd, brute-force DTW, PESQ's range, and DDP sync."""
 from __future__ import annotations
 
-import os
 import socket
 from pathlib import Path
 

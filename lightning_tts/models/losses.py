@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from lightning_tts.models.acoustic import AcousticOutput, lengths_to_mask
