@@ -41,6 +41,7 @@ from torch import nn
 from lightning_tts.data.tasks import Task, TaskBatch, UtteranceBatch
 from lightning_tts.learners import register_learner
 from lightning_tts.learners.base import AdaptedState, BaseLearner, LearnerConfig
+from lightning_tts.models.acoustic import AcousticOutput
 from lightning_tts.models.memory import ExternalMemory, MemoryState, select_tasks
 from lightning_tts.models.speaker_encoder import SegmentEncoder
 from lightning_tts.models.speaker_losses import GE2ELoss
@@ -150,7 +151,8 @@ class MANNLearner(BaseLearner):
 
         return read
 
-    def memory_state_losses(self, query: UtteranceBatch, memory: torch.Tensor) -> tuple[dict[str, torch.Tensor], object]:
+    def memory_state_losses(self, query: UtteranceBatch,
+                            memory: torch.Tensor) -> tuple[dict[str, torch.Tensor], AcousticOutput]:
         """Acoustic losses of ``query`` rows, each reading its own (B, N, D) memory."""
         return self.acoustic_losses(query, self.speaker_from_memory(memory), extras={"memory": memory})
 

@@ -131,12 +131,14 @@ class MetricLearner(BaseLearner):
         self.speaker_proj = nn.Linear(self.encoder.dim, self.model.speaker_dim)
         self.ge2e = GE2ELoss() if metric_loss == "ge2e" else None
         # parameters no loss reaches are frozen, so DDP needs no find_unused_parameters
-        if tts_weight <= 0:
-            for p in [*self.model.parameters(), *self.speaker_proj.parameters()]:
-                p.requires_grad_(False)
-        if encoder_mode == "frozen" or metric_weight <= 0:
-            for p in [*self.encoder.parameters(), *(self.ge2e.parameters() if self.ge2e is not None else [])]:
-                p.requires_grad_(encoder_mode == "joint")
+        self.trains_metric = metric_weight > 0 and encoder_mode != "frozen"
+        encoder_trains = self.trains_metric or (encoder_mode == "joint" and tts_weight > 0)
+        for p in [*self.model.parameters(), *self.speaker_proj.parameters()]:
+            p.requires_grad_(tts_weight > 0)
+        for p in self.encoder.parameters():
+            p.requires_grad_(encoder_trains)
+        for p in self.ge2e.parameters() if self.ge2e is not None else []:
+            p.requires_grad_(self.trains_metric)
         self._val_rows: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
     @classmethod
@@ -194,7 +196,7 @@ class MetricLearner(BaseLearner):
         embeddings = self.encoder(crops, crop_lengths)  # (B, D)
         losses: dict[str, torch.Tensor] = {}
         total = embeddings.new_zeros(())
-        if self.metric_weight > 0 and self.encoder_mode != "frozen":
+        if self.trains_metric:
             losses["metric_loss"] = self.metric_losses(embeddings, labels)
             total = total + self.metric_weight * losses["metric_loss"]
         if self.tts_weight > 0:
