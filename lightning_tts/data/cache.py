@@ -25,7 +25,7 @@ import torch
 
 from lightning_tts.atomic import atomic_path, write_json
 from lightning_tts.audio import FeatureExtractor, FeatureParams, read_audio
-from lightning_tts.data.corpora import CorpusIndex, SkipReport, Utterance, build_reader
+from lightning_tts.data.corpora import CorpusIndex, SkipReport, Utterance, build_reader, reader_key
 from lightning_tts.errors import AudioError, ConfigError, DataError, TextError
 
 log = logging.getLogger(__name__)
@@ -177,8 +177,10 @@ def ensure_corpus(data_cfg: Mapping[str, Any], progress: bool = True) -> None:
     """Build the synthetic corpus at ``data.root`` if it is the configured corpus and is missing.
 
     Raises:
+        ConfigError: unknown corpus name.
         DataError: a real corpus whose root does not exist.
     """
+    reader_key(data_cfg["corpus"])  # an unknown name is the first thing to report
     root = corpus_root(data_cfg)
     if data_cfg["corpus"] == "synthetic":
         complete = (root / "speaker-params.json").is_file()

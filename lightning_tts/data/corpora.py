@@ -347,6 +347,18 @@ class ManifestCorpus(CorpusReader):
                     yield line_no, row
 
 
+def reader_key(name: str) -> str:
+    """The registered reader of corpus ``name`` (``synthetic`` is read as VCTK).
+
+    Raises:
+        ConfigError: unknown corpus name.
+    """
+    key = "vctk" if name == "synthetic" else name
+    if key not in CORPORA:
+        raise ConfigError(f"unknown corpus {name!r} in data.corpus (known: synthetic, {', '.join(sorted(CORPORA))})")
+    return key
+
+
 def build_reader(data_cfg: Mapping[str, Any]) -> CorpusReader:
     """The reader registered as ``data.corpus`` (``synthetic`` reads its VCTK-layout output).
 
@@ -354,9 +366,7 @@ def build_reader(data_cfg: Mapping[str, Any]) -> CorpusReader:
         ConfigError: unknown corpus name.
     """
     name = data_cfg["corpus"]
-    key = "vctk" if name == "synthetic" else name
-    if key not in CORPORA:
-        raise ConfigError(f"unknown corpus {name!r} in data.corpus (known: synthetic, {', '.join(sorted(CORPORA))})")
+    key = reader_key(name)
     reader = CORPORA[key].from_config(data_cfg)
     reader.name = name
     return reader
