@@ -114,3 +114,25 @@ def make_cfg(tmp_path: Path) -> Callable[..., object]:
         return load_config(list(files), base + list(overrides))
 
     return make
+
+
+def execute_notebook(name: str, env: dict[str, str]) -> list[dict]:
+    """Run ``notebooks/<name>`` from the project root with ``env`` set (nbclient); return every code cell's outputs."""
+    import os
+
+    import nbformat
+    from nbclient import NotebookClient
+
+    root = Path(__file__).resolve().parents[1]
+    notebook = nbformat.read(root / "notebooks" / name, as_version=4)
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(root)}}).execute()
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                del os.environ[key]
+            else:
+                os.environ[key] = value
+    return [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]

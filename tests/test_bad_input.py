@@ -32,7 +32,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             "empty_dir": empty_dir, "tmp": tmp}
 
 
-# (argv with {placeholders}, exit code, a fragment of the one-line message)
+# (argv whose {name} fields come from the fixtures, exit code, a fragment of the one-line message)
 CASES = [
     (["fit", "trainer.max_stepz=3"], 2, "trainer.max_stepz"),
     (["fit", "trainer.max_steps=many"], 2, "trainer.max_steps"),

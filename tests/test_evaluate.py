@@ -3,19 +3,16 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
-import nbformat
 import pytest
-from nbclient import NotebookClient
 
+from conftest import execute_notebook
 from lightning_tts.cli import main
-from lightning_tts.evaluation import METRICS
 from lightning_tts.config import load_config
+from lightning_tts.evaluation import METRICS
 from lightning_tts.training import run
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -69,13 +66,7 @@ def test_evaluate_two_checkpoints_writes_every_file_and_cell(checkpoints, tmp_pa
     first = next(r for r in results["rows"] if r["shots"] == 1 and r["steps"] == 0 and "multispeaker" in r["system"])
     second = next(r for r in json.loads((again / "results.json").read_text())["rows"] if r["shots"] == 1)
     assert first["metrics"]["mcd"]["values"] == second["metrics"]["mcd"]["values"]
-    notebook = nbformat.read(ROOT / "notebooks" / "adaptation_curves.ipynb", as_version=4)
-    os.environ["LIGHTNING_TTS_RESULTS"] = str(out / "results.json")
-    try:
-        NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
-    finally:
-        del os.environ["LIGHTNING_TTS_RESULTS"]
-    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
+    outputs = execute_notebook("adaptation_curves.ipynb", {"LIGHTNING_TTS_RESULTS": str(out / "results.json")})
     assert any("image/png" in o.get("data", {}) for o in outputs)
     assert any("mcd" in o.get("text", "") for o in outputs)
 

@@ -3,21 +3,18 @@ their own support written than with an empty memory or another speaker's; adapt 
 memory-analysis notebook."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-import nbformat
 import numpy as np
 import pytest
 import torch
-from nbclient import NotebookClient
 
+from conftest import execute_notebook
 from lightning_tts.cli import main
 from lightning_tts.config import load_config
 from lightning_tts.learners.base import AdaptedState
 from lightning_tts.training import build_datamodule, run
 
-ROOT = Path(__file__).resolve().parents[1]
 STEPS = 800
 
 
@@ -84,15 +81,8 @@ def test_adapt_then_synthesize_reads_the_stored_memory(mann_run, tmp_path: Path)
 
 def test_memory_analysis_notebook(mann_run) -> None:
     cfg, result, corpus = mann_run
-    notebook = nbformat.read(ROOT / "notebooks" / "memory_analysis.ipynb", as_version=4)
-    env = {"LIGHTNING_TTS_CHECKPOINT": str(result.last_checkpoint), "LIGHTNING_TTS_OVERRIDES": " ".join(
-        [f"data.root={corpus}", f"data.cache_dir={cfg.data.cache_dir}", "data.splits.val=2", "data.splits.test=4"])}
-    os.environ.update(env)
-    try:
-        NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
-    finally:
-        for key in env:
-            del os.environ[key]
-    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
+    outputs = execute_notebook("memory_analysis.ipynb", {
+        "LIGHTNING_TTS_CHECKPOINT": str(result.last_checkpoint), "LIGHTNING_TTS_OVERRIDES": " ".join(
+            [f"data.root={corpus}", f"data.cache_dir={cfg.data.cache_dir}", "data.splits.val=2", "data.splits.test=4"])})
     assert sum("image/png" in o.get("data", {}) for o in outputs) >= 2
     assert any("slots written" in o.get("text", "") for o in outputs)

@@ -4,15 +4,13 @@ parameters, a zero-shot voice from reference audio sounds like its speaker; ``em
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
-import nbformat
 import numpy as np
 import pytest
 import torch
-from nbclient import NotebookClient
 
+from conftest import execute_notebook
 from lightning_tts.audio import read_audio
 from lightning_tts.cli import main
 from lightning_tts.config import load_config
@@ -21,7 +19,6 @@ from lightning_tts.evaluation import speaker_embedder
 from lightning_tts.learners.metric import MetricLearner, verification_scores
 from lightning_tts.training import build_datamodule, run
 
-ROOT = Path(__file__).resolve().parents[1]
 ENCODER_STEPS, TTS_STEPS = 500, 400
 
 
@@ -183,13 +180,7 @@ def test_embed_command_and_notebook(setup, encoder_run, tmp_path: Path) -> None:
     assert emb.vectors.shape == (3 * 12, 128) and len(set(emb.speakers)) == 3 and len(emb.utterance_ids) == 36
     assert main(["embed", "--checkpoint", str(result.last_checkpoint), "--out", str(out), "--method", "mds",
                  *overrides]) == 2
-    notebook = nbformat.read(ROOT / "notebooks" / "embedding_plots.ipynb", as_version=4)
-    os.environ["LIGHTNING_TTS_EMBEDDINGS"] = str(out / "embeddings.npz")
-    try:
-        NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
-    finally:
-        del os.environ["LIGHTNING_TTS_EMBEDDINGS"]
-    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
+    outputs = execute_notebook("embedding_plots.ipynb", {"LIGHTNING_TTS_EMBEDDINGS": str(out / "embeddings.npz")})
     assert sum("image/png" in o.get("data", {}) for o in outputs) >= 2
     assert any("EER" in o.get("text", "") for o in outputs)
 
