@@ -4,7 +4,7 @@
 
 Writes ``<out-dir>/<machine>-<date>.json`` (every number, medians with min/max over repeats, the
 machine) and ``.md`` (the table quoted in README "Performance"), and prints the table. ``--quick``
-uses small sizes and few repeats (under 5 minutes on 2 cores); the README quotes a full run.
+uses small sizes and few repeats; the README quotes a full run.
 """
 from __future__ import annotations
 
@@ -71,17 +71,18 @@ def learner_steps(root: Path, tmp: Path, repeats: int, inner_steps: int, shots: 
     (on ``device``, under ``autocast`` when given)."""
     from lightning_tts.config import load_config
     from lightning_tts.data.tasks import TaskBatch
-    from lightning_tts.learners import get_learner
-    from lightning_tts.training import build_datamodule
+    from lightning_tts.data.datamodule import build_datamodule
+    from lightning_tts.data.plans import TaskBatches
+    from lightning_tts.learners import build_learner, get_learner
 
     def learner_and_batch(*overrides: str):
         cfg = load_config([], [f"data.root={root}", f"data.cache_dir={tmp / 'cache'}", "data.splits.val=2",
                                "data.splits.test=2", f"data.tasks.shots={shots}", f"data.tasks.queries={shots}",
                                "data.tasks.tasks_per_batch=1", *overrides])
         cls = get_learner(cfg.learner.name)
-        dm = build_datamodule(cfg, cls.data_mode, progress=False)
-        learner = cls.from_config(cfg, speakers=dm.split.train, symbols=dm.text.symbols)
-        episodic = build_datamodule(cfg, "episodic", progress=False)
+        dm = build_datamodule(cfg, cls.batches, progress=False)
+        learner = build_learner(cfg, speakers=dm.split.train, symbols=dm.text.symbols)
+        episodic = build_datamodule(cfg, TaskBatches(), progress=False)
         task_batch: TaskBatch = next(iter(episodic.train_dataloader()))
         moved = TaskBatch(task_batch.support.to(device), task_batch.query.to(device), task_batch.shots,
                           task_batch.queries)
@@ -241,7 +242,7 @@ def metric_costs(pairs: int) -> dict[str, Any]:
         out.update({"pymcd_s": t_ref, "pymcd_mean_db": float(np.mean(theirs)), "speedup": t_ref / t_ours,
                     "same_features_max_relative_difference": float(rel.max()),
                     "same_features_median_relative_difference": float(np.median(rel)),
-                    # exact DTW finds the cheapest path, fastdtw an approximation: ours should never be larger
+                    # fraction of pairs where ours <= pymcd: both report a mean along a path chosen for its total cost
                     "same_features_ours_not_larger_fraction": float(np.mean(np.array(same) <= np.array(theirs) + 1e-9))})
     ref16 = resample(torch.from_numpy(wav).float(), sr, 16000)
     deg16 = ref16 + 0.01 * torch.randn_like(ref16)
@@ -259,19 +260,19 @@ def synthesis_rtf(repeats: int) -> dict[str, Any]:
     than predicted; the duration predictor still runs, so the cost is that of real synthesis.
     """
     from lightning_tts.audio import FeatureParams
-    from lightning_tts.models.acoustic import AcousticModel
-    from lightning_tts.models.vocoder import GriffinLimVocoder
+    from lightning_tts.models.acoustic import AcousticModel, ModelConfig
+    from lightning_tts.models.vocoder import VocoderConfig, build_vocoder
     from lightning_tts.text import SYMBOLS, TextProcessor
 
     params = FeatureParams()
     text = TextProcessor(SYMBOLS, phonemes=True)
-    model = AcousticModel(len(SYMBOLS), params.n_mels).eval()
+    model = AcousticModel(ModelConfig(), len(SYMBOLS), params.n_mels).eval()
     tokens = torch.tensor(text.encode("Please call Stella and ask her to bring these things with her from the store."))[None]
     lengths, speaker = torch.tensor([tokens.shape[1]]), torch.zeros(1, model.speaker_dim)
     frames = 300
     durations = torch.full(tokens.shape, frames // tokens.shape[1])
     durations[0, : frames - int(durations.sum())] += 1
-    vocoder = GriffinLimVocoder(params, n_iter=32)
+    vocoder = build_vocoder(VocoderConfig(), params)  # Griffin-Lim, 32 iterations
 
     @torch.no_grad()
     def acoustic() -> torch.Tensor:
@@ -359,7 +360,7 @@ def table(results: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes and few repeats (< 5 min on 2 cores)")
+    parser.add_argument("--quick", action="store_true", help="small sizes and few repeats")
     parser.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args(argv)
     quick = args.quick

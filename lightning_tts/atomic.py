@@ -1,4 +1,4 @@
-"""Atomic file writes: a file is either absent or complete, never half-written.
+"""Atomic file writes (a file is either absent or complete, never half-written), and file hashing.
 
 Writers produce a temporary file in the destination directory and rename it over the target
 (``os.replace`` is atomic on POSIX and Windows within one filesystem). A crash or kill leaves at
@@ -6,6 +6,7 @@ most a ``*.tmp-*`` file behind, which readers never mistake for a valid file.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -26,10 +27,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     Raises:
         LightningTTSError: the destination directory is missing or not writable.
     """
-    target = Path(path)
+    target = require_parent(path)
     parent = target.parent if str(target.parent) else Path(".")
-    if not parent.is_dir():
-        raise LightningTTSError(f"cannot write {target}: directory {parent} does not exist")
     if not os.access(parent, os.W_OK):
         raise LightningTTSError(f"cannot write {target}: directory {parent} is not writable")
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.tmp-", suffix=target.suffix, dir=parent)
@@ -41,6 +40,28 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def require_parent(path: str | os.PathLike, verb: str = "write") -> Path:
+    """``path`` as a Path, after checking that its directory exists (nothing is created).
+
+    Raises:
+        LightningTTSError: "cannot <verb> PATH: directory PARENT does not exist".
+    """
+    target = Path(path)
+    parent = target.parent if str(target.parent) else Path(".")
+    if not parent.is_dir():
+        raise LightningTTSError(f"cannot {verb} {target}: directory {parent} does not exist")
+    return target
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's content."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

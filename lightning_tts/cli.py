@@ -2,7 +2,9 @@
 
 Every command that takes a configuration merges ``conf/default.yaml``, then each ``--config`` file,
 then the overrides (see ``lightning_tts.config``). Errors caused by input are printed as one line
-(``error: ...``) with a non-zero exit code; ``--debug`` shows the traceback instead.
+(``error: ...``) with a non-zero exit code; ``--debug`` shows the traceback instead. Each handler
+parses its arguments, calls one library function and prints; the library is imported inside the
+handlers so that ``--help`` starts without loading torch.
 """
 from __future__ import annotations
 
@@ -11,17 +13,11 @@ import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from omegaconf import DictConfig
 
-from lightning_tts.config import load_config, to_yaml
-from lightning_tts.errors import ConfigError, DataError, LightningTTSError
-
-if TYPE_CHECKING:
-    import torch
-
-    from lightning_tts.learners.base import BaseLearner
+from lightning_tts.errors import ConfigError, LightningTTSError
 
 log = logging.getLogger("lightning_tts")
 
@@ -52,34 +48,27 @@ def _preprocess(args: argparse.Namespace, cfg: Optional[DictConfig]) -> int:
 
 def _synthetic_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="corpus root to create (VCTK-0.92 layout)")
-    p.add_argument("--speakers", type=int, default=40, help="number of speakers (default 40)")
-    p.add_argument("--utterances", type=int, default=30, help="utterances per speaker (default 30)")
-    p.add_argument("--seed", type=int, default=0, help="the corpus is a function of this seed")
-    p.add_argument("--sample-rate", type=int, default=16000, help="sample rate of the FLAC files")
-    p.add_argument("--workers", type=int, default=2, help="rendering processes")
+    p.add_argument("--speakers", type=int, default=None, help="number of speakers (default: data.synthetic's)")
+    p.add_argument("--utterances", type=int, default=None, help="utterances per speaker (default: data.synthetic's)")
+    p.add_argument("--seed", type=int, default=None, help="the corpus is a function of this seed (default: data.synthetic's)")
+    p.add_argument("--sample-rate", type=int, default=None, help="sample rate of the FLAC files (default: data.synthetic's)")
+    p.add_argument("--workers", type=int, default=2, help="rendering processes (default 2)")
 
 
 def _synthetic_corpus(args: argparse.Namespace, cfg: Optional[DictConfig]) -> int:
     """Write the procedural multi-speaker corpus."""
-    import json
+    from dataclasses import asdict
 
-    from lightning_tts.data.synthetic import build_synthetic_corpus
+    from lightning_tts.data.synthetic import SyntheticConfig, build_synthetic_corpus
 
-    for name in ("speakers", "utterances", "sample_rate", "workers"):
-        if getattr(args, name) < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    out = Path(args.out)
-    params_file = out / "speaker-params.json"
-    if params_file.is_file():
-        old = json.loads(params_file.read_text())
-        if (old["seed"], old["sample_rate"]) != (args.seed, args.sample_rate):
-            raise DataError(f"{out} already holds a synthetic corpus with seed={old['seed']} and "
-                            f"sample_rate={old['sample_rate']}; choose another --out")
-    if not out.parent.is_dir():
-        raise DataError(f"cannot create {out}: directory {out.parent} does not exist")
-    build_synthetic_corpus(out, speakers=args.speakers, utterances=args.utterances, seed=args.seed,
-                           sample_rate=args.sample_rate, workers=args.workers, progress=not args.no_progress)
-    print(f"synthetic corpus: {args.speakers} speakers x {args.utterances} utterances in {out}")
+    given = {k: getattr(args, k) for k in asdict(SyntheticConfig()) if getattr(args, k) is not None}
+    corpus = SyntheticConfig(**given)
+    for name, value in (("speakers", corpus.speakers), ("utterances", corpus.utterances),
+                        ("sample_rate", corpus.sample_rate), ("workers", args.workers)):
+        if value < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    build_synthetic_corpus(args.out, **asdict(corpus), workers=args.workers, progress=not args.no_progress)
+    print(f"synthetic corpus: {corpus.speakers} speakers x {corpus.utterances} utterances in {args.out}")
     return 0
 
 
@@ -152,61 +141,16 @@ def _synthesize_args(p: argparse.ArgumentParser) -> None:
 
 def _synthesize(args: argparse.Namespace, cfg: Optional[DictConfig]) -> int:
     """Text -> wav with a checkpoint and a voice."""
-    import torch
+    from lightning_tts.models.vocoder import GriffinLimConfig, VocoderConfig
+    from lightning_tts.synthesis import synthesize_to_file
 
-    from lightning_tts.audio import write_audio
-    from lightning_tts.learners import load_learner
-    from lightning_tts.models.vocoder import GriffinLimVocoder
-
-    if args.pace <= 0:
-        raise ConfigError(f"--pace must be > 0, got {args.pace}")
-    out = Path(args.out)
-    if out.suffix.lower() not in (".wav", ".flac"):
-        raise LightningTTSError(f"--out must end in .wav or .flac, got {out}")
-    if not out.parent.is_dir():
-        raise LightningTTSError(f"cannot write {out}: directory {out.parent} does not exist")
-    learner = load_learner(args.checkpoint)
-    tokens = torch.tensor(learner.text.encode(args.text), dtype=torch.long)
-    if args.adapted is not None:
-        from lightning_tts.adaptation import load_adapted
-
-        state, voice = load_adapted(args.adapted, learner, args.checkpoint), f"adapted voice {args.adapted}"
-    elif args.reference is not None:
-        state, voice = learner.reference_state(_reference_mels(args.reference, learner)), \
-            f"zero-shot voice of {len(args.reference)} reference file(s)"
-    else:
-        speaker = args.speaker if args.speaker is not None else learner.speakers[0]
-        if args.speaker is None:
-            print(f"no voice given: using training speaker {speaker} (--speaker to choose)", file=sys.stderr)
-        state, voice = learner.speaker_state(speaker), f"speaker {speaker}"
-    mel = learner.synthesize(tokens, state, pace=args.pace)
-    wav = GriffinLimVocoder(learner.feature_params, n_iter=args.griffin_lim_iters)(mel)
-    write_audio(out, wav, learner.feature_params.sample_rate)
-    print(f"wrote {out}: {wav.numel() / learner.feature_params.sample_rate:.2f} s, {mel.shape[0]} frames, {voice}")
+    vocoder = VocoderConfig(griffin_lim=GriffinLimConfig(iters=args.griffin_lim_iters))
+    result = synthesize_to_file(args.checkpoint, args.text, args.out, speaker=args.speaker, adapted=args.adapted,
+                                references=args.reference, pace=args.pace, vocoder=vocoder)
+    if args.speaker is None and args.adapted is None and args.reference is None:
+        print(f"no voice given: using training {result.voice} (--speaker to choose)", file=sys.stderr)
+    print(f"wrote {result.path}: {result.seconds:.2f} s, {result.frames} frames, {result.voice}")
     return 0
-
-
-def _reference_mels(paths: Sequence[str], learner: "BaseLearner") -> list["torch.Tensor"]:
-    """Log-mels (T, n_mels) of reference recordings at the learner's feature settings.
-
-    Raises:
-        DataError: a missing, unreadable or too short file.
-    """
-    from lightning_tts.audio import FeatureExtractor, read_audio
-
-    extractor = FeatureExtractor(learner.feature_params)
-    mels = []
-    for path in paths:
-        if not Path(path).is_file():
-            raise DataError(f"reference audio not found: {path}")
-        try:
-            wav = read_audio(path, learner.feature_params.sample_rate)
-        except Exception as err:  # soundfile's errors for corrupt or unsupported files
-            raise DataError(f"cannot read reference audio {path}: {str(err).strip().splitlines()[0]}") from err
-        if wav.numel() < learner.feature_params.win_length:
-            raise DataError(f"reference audio {path} is too short ({wav.numel()} samples)")
-        mels.append(extractor(wav)["mel"])
-    return mels
 
 
 def _adapt_args(p: argparse.ArgumentParser) -> None:
@@ -222,45 +166,20 @@ def _adapt_args(p: argparse.ArgumentParser) -> None:
 
 def _adapt(args: argparse.Namespace, cfg: Optional[DictConfig]) -> int:
     """Adapt a checkpoint to a new voice from a few utterances; write only what changed."""
-    import torch
     from tqdm import tqdm
 
-    from lightning_tts.adaptation import save_adapted
-    from lightning_tts.data.support import load_support
-    from lightning_tts.learners import load_learner
-    from lightning_tts.learners.base import AdaptedState
+    from lightning_tts.adaptation import adapt_voice
 
-    if args.steps is not None and args.steps < 0:
-        raise ConfigError(f"--steps must be >= 0, got {args.steps}")
-    if args.lr is not None and args.lr <= 0:
-        raise ConfigError(f"--lr must be > 0, got {args.lr}")
-    out = Path(args.out)
-    if not out.parent.is_dir():
-        raise LightningTTSError(f"cannot write {out}: directory {out.parent} does not exist")
-    learner = load_learner(args.checkpoint)
-    support = load_support(learner.feature_params, learner.text, args.support, args.manifest, args.shots)
-    for path, reason in support.skipped:
-        print(f"skipped {path}: {reason}", file=sys.stderr)
-    steps = learner.adapt_steps if args.steps is None else args.steps
-    batch = support.batch
-    durations = learner.align(batch)
-    start = learner.adapt(batch, steps=0)
-    with torch.no_grad():
-        before = float(learner.support_mel_loss(batch, start.speaker, start.params or None, durations, start.extras))
-    bar = tqdm(total=steps, desc="adapt", unit="step", disable=args.no_progress)
-    state: AdaptedState = learner.adapt(batch, steps=steps, lr=args.lr,
-                                        progress=lambda loss: (bar.update(), bar.set_postfix(loss=f"{loss:.3f}")))
+    bar = tqdm(desc="adapt", unit="step", disable=args.no_progress)
+    result = adapt_voice(args.checkpoint, args.out, args.support, args.manifest, args.shots, args.steps, args.lr,
+                         progress=lambda loss: (bar.update(), bar.set_postfix(loss=f"{loss:.3f}")))
     bar.close()
-    with torch.no_grad():
-        after = float(learner.support_mel_loss(batch, state.speaker, state.params or None, durations, state.extras))
-    save_adapted(out, state, learner, args.checkpoint, {"support": support.paths, "steps": steps, "lr": args.lr,
-                                                       "support_loss_before": before, "support_loss_after": after})
-    print(f"adapted {learner.name} to {len(support.paths)} utterances in {steps} steps: "
-          f"support mel L1 {before:.4f} -> {after:.4f}")
-    print(f"wrote {out}")
+    for path, reason in result.support.skipped:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    print(f"adapted {result.learner.name} to {len(result.support.paths)} utterances in {result.steps} steps: "
+          f"support mel L1 {result.loss_before:.4f} -> {result.loss_after:.4f}")
+    print(f"wrote {args.out}")
     return 0
-
-
 
 
 def _evaluate_args(p: argparse.ArgumentParser) -> None:
@@ -282,20 +201,19 @@ def _evaluate(args: argparse.Namespace, cfg: Optional[DictConfig]) -> int:
     """Few-shot evaluation grid -> results.json/.csv/.md and adaptation_curves.png."""
     from tqdm import tqdm
 
-    from lightning_tts.evaluation import run_evaluation
+    from lightning_tts.evaluation.grid import run_evaluation
+    from lightning_tts.evaluation.report import REPORT_FILES, results_markdown
 
     assert cfg is not None
     shots, steps = _int_list(args.shots, "--shots"), _int_list(args.steps, "--steps")
-    out = Path(args.out)
-    if not out.parent.is_dir():
-        raise LightningTTSError(f"cannot create {out}: directory {out.parent} does not exist")
     bar = tqdm(total=2 + len(args.checkpoint) * len(shots) * len(steps), desc="evaluate", unit="cell",
                disable=args.no_progress)
-    run_evaluation(cfg, args.checkpoint, shots, steps, out, progress=lambda what: (bar.update(), bar.set_postfix_str(what)))
+    results = run_evaluation(cfg, args.checkpoint, shots, steps, args.out,
+                             progress=lambda what: (bar.update(), bar.set_postfix_str(what)))
     bar.close()
-    print((out / "results.md").read_text())
-    for name in ("results.json", "results.csv", "results.md", "adaptation_curves.png"):
-        print(f"wrote {out / name}")
+    print(results_markdown(results))
+    for name in REPORT_FILES:
+        print(f"wrote {Path(args.out) / name}")
     return 0
 
 
@@ -309,39 +227,16 @@ def _embed_args(p: argparse.ArgumentParser) -> None:
 
 def _embed(args: argparse.Namespace, cfg: Optional[DictConfig]) -> int:
     """Speaker embeddings of a split -> embeddings.npz + a speaker map (umap.png)."""
-    import numpy as np
-
-    from lightning_tts.embeddings import embed_dataset, speaker_genders, split_utterances
-    from lightning_tts.learners import load_learner
-    from lightning_tts.learners.metric import verification_scores
-    from lightning_tts.plots import PROJECTIONS, project_embeddings, save_figure, speaker_map_figure
-    from lightning_tts.training import build_datamodule, check_compatible
+    from lightning_tts.embeddings import embed_split
 
     assert cfg is not None
-    if args.method not in PROJECTIONS:
-        raise ConfigError(f"--method must be one of {', '.join(PROJECTIONS)}, got {args.method!r}")
-    if args.per_speaker < 1:
-        raise ConfigError(f"--per-speaker must be >= 1, got {args.per_speaker}")
-    out = Path(args.out)
-    if not out.parent.is_dir():
-        raise LightningTTSError(f"cannot create {out}: directory {out.parent} does not exist")
-    learner = load_learner(args.checkpoint)
-    check_compatible(learner, cfg)
-    dm = build_datamodule(cfg, learner.data_mode, progress=not args.no_progress)
-    embeddings = embed_dataset(learner, dm, split_utterances(dm, args.split, args.per_speaker))
-    out.mkdir(exist_ok=True)
-    embeddings.save(out / "embeddings.npz")
-    points = project_embeddings(embeddings.vectors, args.method, cfg.seed)
-    n_speakers = len(set(embeddings.speakers))
-    save_figure(speaker_map_figure(points, embeddings.speakers, speaker_genders(dm),
-                                   title=f"{args.method.upper()}: {n_speakers} {args.split} speakers"),
-                out / f"{args.method}.png")
-    print(f"embedded {len(embeddings.speakers)} utterances of {n_speakers} {args.split} speakers")
-    if n_speakers > 1:
-        eer, silhouette = verification_scores(embeddings.vectors, np.asarray(embeddings.speakers))
-        print(f"  EER over all pairs {eer:.4f}, cosine silhouette {silhouette:.3f}")
-    print(f"wrote {out / 'embeddings.npz'}")
-    print(f"wrote {out / (args.method + '.png')}")
+    result = embed_split(cfg, args.checkpoint, args.out, args.split, args.per_speaker, args.method,
+                         progress=not args.no_progress)
+    print(f"embedded {len(result.embeddings.speakers)} utterances of {result.n_speakers} {args.split} speakers")
+    if result.eer is not None:
+        print(f"  EER over all pairs {result.eer:.4f}, cosine silhouette {result.silhouette:.3f}")
+    for path in result.files:
+        print(f"wrote {path}")
     return 0
 
 
@@ -372,10 +267,7 @@ def _slurm(args: argparse.Namespace, cfg: Optional[DictConfig]) -> int:
         fit_args = [a for f in args.config for a in ("--config", str(Path(f).resolve()))]
         print(sbatch_script(job, [*fit_args, *args.overrides, *trainer_overrides(job)], Path.cwd(), Path.cwd()))
         return 0
-    out = Path(args.out)
-    if not out.parent.is_dir():
-        raise LightningTTSError(f"cannot create {out}: directory {out.parent} does not exist")
-    config, script = write_job(cfg, job, out, Path.cwd())
+    config, script = write_job(cfg, job, args.out, Path.cwd())
     print(script.read_text())
     print(f"wrote {config}")
     print(f"wrote {script}; submit with: sbatch {script}")
@@ -429,6 +321,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     command = COMMANDS[args.command]
     try:
+        from lightning_tts.config import load_config  # here, not at the top: --help starts without torch
+        from lightning_tts.schema import to_yaml
+
         cfg = load_config(args.config, args.overrides) if command.uses_config else None
         if cfg is not None and args.print_config:
             print(to_yaml(cfg), end="")

@@ -1,9 +1,11 @@
-"""The configuration schema and its loader.
+"""The run configuration: every section's dataclass composed into one schema, and its loader.
 
 A run's configuration is ``conf/default.yaml`` merged, left to right, with every ``--config FILE``
 and then with the dotted ``key=value`` overrides. The merge is checked against the typed schema
 below: an unknown key or a value of the wrong type fails with one line that names the key (and the
-closest valid names), exit code 2. Each dataclass mirrors the arguments of the object it builds.
+closest valid names), exit code 2. Each section's dataclass lives next to the class it configures
+and holds that section's defaults; this module only composes them. The YAML presets hold only what
+differs from those defaults.
 
 Example::
 
@@ -14,9 +16,9 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, List, Optional, Sequence
+from typing import Any, Optional, Sequence
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import (
     ConfigAttributeError,
     ConfigKeyError,
@@ -26,163 +28,19 @@ from omegaconf.errors import (
     ValidationError,
 )
 
-from lightning_tts.atomic import write_text
 from lightning_tts.audio import FeatureParams
+from lightning_tts.callbacks.embeddings import ProjectionConfig
+from lightning_tts.callbacks.fewshot import FewShotConfig
+from lightning_tts.data.datamodule import DataConfig
 from lightning_tts.errors import ConfigError
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-CONF_DIR = PROJECT_ROOT / "conf"
-DEFAULT_CONFIG = CONF_DIR / "default.yaml"
-
-
-@dataclass
-class TextConfig:
-    """Text front end: CMUdict ARPAbet phonemes with letter fallback, or letters only."""
-
-    phonemes: bool = True
-
-
-@dataclass
-class SyntheticConfig:
-    """The procedural corpus built at ``data.root`` when ``data.corpus=synthetic`` and it is missing."""
-
-    speakers: int = 40
-    utterances: int = 30
-    seed: int = 0
-    sample_rate: int = 16000
-
-
-@dataclass
-class SplitConfig:
-    """Speaker-disjoint train/val/test splits: explicit lists, a split file, or counts."""
-
-    val: int = 4
-    test: int = 4
-    val_speakers: List[str] = field(default_factory=list)
-    test_speakers: List[str] = field(default_factory=list)
-    file: Optional[str] = None
-    seed: int = 0
-    heldout_utterances: int = 2
-
-
-@dataclass
-class TaskConfig:
-    """Few-shot task shape: K support and Q query utterances per speaker, T tasks per batch."""
-
-    shots: int = 5
-    queries: int = 5
-    tasks_per_batch: int = 4
-    tasks_per_epoch: int = 400
-    val_tasks_per_speaker: int = 2
-
-
-@dataclass
-class DataConfig:
-    """Where the corpus lives, how it is read, cached, split and batched."""
-
-    corpus: str = "synthetic"
-    root: Optional[str] = "artifacts/synthetic"
-    cache_dir: str = "artifacts/cache"
-    mic: str = "mic1"
-    subsets: List[str] = field(default_factory=lambda: ["train-clean-100"])
-    min_duration: float = 0.3
-    max_duration: float = 20.0
-    preprocess_workers: int = 2
-    num_workers: int = 0
-    batch_size: int = 16
-    speakers_per_batch: int = 8
-    utterances_per_speaker: int = 4
-    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
-    splits: SplitConfig = field(default_factory=SplitConfig)
-    tasks: TaskConfig = field(default_factory=TaskConfig)
-
-
-@dataclass
-class TrainerConfig:
-    """Arguments of ``pytorch_lightning.Trainer``, one to one."""
-
-    accelerator: str = "auto"
-    devices: Any = "auto"
-    strategy: str = "auto"
-    num_nodes: int = 1
-    precision: str = "32-true"
-    max_steps: int = -1
-    max_epochs: Optional[int] = None
-    val_check_interval: Any = None  # int: every N training batches; float: fraction of an epoch
-    check_val_every_n_epoch: Optional[int] = 1
-    log_every_n_steps: int = 10
-    gradient_clip_val: Optional[float] = None
-    accumulate_grad_batches: int = 1
-    limit_train_batches: Any = None  # int: batches; float: fraction
-    limit_val_batches: Any = None
-    deterministic: bool = False
-    enable_progress_bar: bool = True
-    default_root_dir: str = "artifacts/runs"
-
-
-@dataclass
-class ModelConfig:
-    """Arguments of ``models.acoustic.AcousticModel`` (sizes: see conf/model/*.yaml)."""
-
-    dim: int = 128
-    heads: int = 2
-    encoder_layers: int = 2
-    decoder_layers: int = 2
-    ffn_dim: int = 256
-    kernel_size: int = 3
-    dropout: float = 0.1
-    speaker_dim: int = 64
-    predictor_channels: int = 128
-    aligner_channels: int = 80
-    aligner_temperature: float = 0.0005
-    prior_scale: float = 1.0
-
-
-@dataclass
-class LossConfig:
-    """Arguments of ``models.losses.AcousticLoss``."""
-
-    duration_weight: float = 0.1
-    align_weight: float = 1.0
-    bin_weight: float = 1.0
-    bin_start: int = 300
-    bin_warmup: int = 300
-    variance_weight: float = 0.1
-
-
-@dataclass
-class OptimConfig:
-    """Optimiser and learning-rate schedule of the (outer) training loop."""
-
-    name: str = "adamw"
-    lr: float = 1e-3
-    weight_decay: float = 1e-6
-    betas: List[float] = field(default_factory=lambda: [0.9, 0.98])
-    warmup_steps: int = 100
-    scheduler: str = "cosine"
-    min_lr_ratio: float = 0.05
-
-
-@dataclass
-class FewShotConfig:
-    """Arguments of ``callbacks.fewshot.FewShotEvalCallback`` (``every: 0`` turns it off)."""
-
-    every: int = 1
-    speakers: int = 2
-    queries: int = 2
-    shots: int = 5
-    steps: int = 10
-    griffin_lim_iters: int = 16
-    speaker_encoder: Optional[str] = None  # evaluation encoder checkpoint (a metric run) for speaker_sim; also used by evaluate
-
-
-@dataclass
-class ProjectionConfig:
-    """Arguments of ``callbacks.embeddings.EmbeddingProjectionCallback`` (learners with a speaker encoder)."""
-
-    every: int = 1
-    method: str = "umap"
-    per_speaker: int = 10
+from lightning_tts.learners import learner_options
+from lightning_tts.learners.base import OptimConfig
+from lightning_tts.models.acoustic import ModelConfig
+from lightning_tts.models.losses import LossConfig
+from lightning_tts.models.vocoder import VocoderConfig
+from lightning_tts.paths import DEFAULT_CONFIG, resolve_path
+from lightning_tts.text import TextConfig
+from lightning_tts.training import TrainerConfig
 
 
 @dataclass
@@ -203,6 +61,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     learner: Any = field(default_factory=lambda: {"name": "multispeaker"})
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    vocoder: VocoderConfig = field(default_factory=VocoderConfig)
     fewshot: FewShotConfig = field(default_factory=FewShotConfig)
     projection: ProjectionConfig = field(default_factory=ProjectionConfig)
     run_dir: Optional[str] = None
@@ -292,8 +151,6 @@ def load_config(config_files: Sequence[str | Path] = (), overrides: Sequence[str
         OmegaConf.resolve(cfg)
     except (MissingMandatoryValue, OmegaConfBaseException) as err:
         raise ConfigError(f"cannot resolve config: {str(err).splitlines()[0]}") from err
-    from lightning_tts.learners import learner_options
-
     cfg.learner = learner_options(cfg.learner)
     return cfg
 
@@ -303,27 +160,3 @@ def _select_learner(cfg: DictConfig, node: DictConfig) -> None:
     learner = node.get("learner") if isinstance(node, DictConfig) else None
     if isinstance(learner, DictConfig) and "name" in learner and learner.name != cfg.learner.get("name"):
         cfg.learner = {"name": learner.name}
-
-
-def resolve_path(path: str | Path) -> Path:
-    """A user-given relative path: from the working directory if it exists there, else the project root."""
-    p = Path(path).expanduser()
-    if p.is_absolute() or p.exists():
-        return p
-    in_project = PROJECT_ROOT / p
-    return in_project if in_project.exists() else p
-
-
-def to_yaml(cfg: DictConfig) -> str:
-    """The resolved configuration as YAML text."""
-    return OmegaConf.to_yaml(cfg, resolve=True)
-
-
-def save_config(cfg: DictConfig, path: str | Path) -> None:
-    """Write the resolved configuration to ``path`` atomically."""
-    write_text(path, to_yaml(cfg))
-
-
-def to_container(node: DictConfig | ListConfig) -> Any:
-    """A config node as plain Python containers (safe to store in checkpoints)."""
-    return OmegaConf.to_container(node, resolve=True)

@@ -8,16 +8,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
+from omegaconf import DictConfig
 
-from lightning_tts.atomic import atomic_path
-from lightning_tts.data.datamodule import SpeakerTaskDataModule
+from lightning_tts.atomic import atomic_path, require_parent
+from lightning_tts.audio import FeatureParams
+from lightning_tts.data.datamodule import SpeakerTaskDataModule, build_datamodule
 from lightning_tts.data.tasks import collate_utterances
-from lightning_tts.errors import DataError, LightningTTSError
+from lightning_tts.errors import ConfigError, DataError, LightningTTSError
+from lightning_tts.learners import load_learner
 from lightning_tts.learners.base import BaseLearner
+from lightning_tts.learners.capabilities import SpeakerEncoding
+from lightning_tts.metrics import verification_scores
+from lightning_tts.plots import PROJECTIONS, project_embeddings, save_figure, speaker_map_figure
 
 SPLITS = ("train", "val", "test", "heldout")
 
@@ -112,7 +118,7 @@ def embed_dataset(learner: BaseLearner, dm: SpeakerTaskDataModule, indices: Sequ
     Raises:
         LightningTTSError: the learner has no speaker encoder.
     """
-    if not learner.has_speaker_encoder:
+    if not isinstance(learner, SpeakerEncoding):
         raise LightningTTSError(f"a {learner.name} checkpoint has no speaker encoder: embed needs a metric checkpoint")
     was_training = learner.training
     learner.eval()
@@ -129,3 +135,53 @@ def embed_dataset(learner: BaseLearner, dm: SpeakerTaskDataModule, indices: Sequ
 def speaker_genders(dm: SpeakerTaskDataModule) -> dict[str, str]:
     """Speaker -> gender where the corpus metadata has it."""
     return {s: str(info["gender"]) for s, info in dm.index.speakers.items() if info.get("gender")}
+
+
+@dataclass
+class EmbedResult:
+    """What ``embed_split`` wrote and measured.
+
+    Attributes:
+        embeddings: the embedded utterances.
+        files: the written files (``embeddings.npz``, ``<method>.png``).
+        eer: EER over every pair (None with one speaker).
+        silhouette: cosine silhouette (None with one speaker).
+    """
+
+    embeddings: EmbeddingSet
+    files: list[Path]
+    eer: Optional[float]
+    silhouette: Optional[float]
+
+    @property
+    def n_speakers(self) -> int:
+        """Distinct speakers embedded."""
+        return len(set(self.embeddings.speakers))
+
+
+def embed_split(cfg: DictConfig, checkpoint: str | Path, out: str | Path, split: str = "test", per_speaker: int = 20,
+                method: str = "umap", progress: bool = True) -> EmbedResult:
+    """Embed a split's utterances with a checkpoint's speaker encoder; write ``embeddings.npz`` and a
+    2-D speaker map ``<method>.png`` into ``out`` (created; its parent must exist).
+
+    Raises:
+        ConfigError: unknown projection method or ``per_speaker`` < 1.
+        LightningTTSError / DataError: a checkpoint without a speaker encoder, other features, a bad split.
+    """
+    if method not in PROJECTIONS:
+        raise ConfigError(f"--method must be one of {', '.join(PROJECTIONS)}, got {method!r}")
+    if per_speaker < 1:
+        raise ConfigError(f"--per-speaker must be >= 1, got {per_speaker}")
+    out = require_parent(out, "create")
+    learner = load_learner(checkpoint)
+    learner.check_features(FeatureParams.from_config(cfg.features))
+    dm = build_datamodule(cfg, learner.batches, progress=progress)
+    embeddings = embed_dataset(learner, dm, split_utterances(dm, split, per_speaker))
+    out.mkdir(exist_ok=True)
+    files = [embeddings.save(out / "embeddings.npz"), out / f"{method}.png"]
+    points = project_embeddings(embeddings.vectors, method, cfg.seed)
+    n_speakers = len(set(embeddings.speakers))
+    save_figure(speaker_map_figure(points, embeddings.speakers, speaker_genders(dm),
+                                   title=f"{method.upper()}: {n_speakers} {split} speakers"), files[1])
+    scores = verification_scores(embeddings.vectors, np.asarray(embeddings.speakers)) if n_speakers > 1 else (None, None)
+    return EmbedResult(embeddings, files, *scores)

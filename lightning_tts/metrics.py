@@ -218,6 +218,16 @@ def equal_error_rate(scores: Sequence[float] | np.ndarray, labels: Sequence[int]
     return float(eer), float(s[k - 1])
 
 
+def verification_scores(embeddings: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """(EER over every pair, cosine silhouette) of unit-length (N, D) embeddings with (N,) labels."""
+    from sklearn.metrics import silhouette_score  # scikit-learn is slow to import; only embed/metric runs need it
+
+    scores = embeddings @ embeddings.T
+    i, j = np.triu_indices(len(labels), k=1)
+    eer, _ = equal_error_rate(scores[i, j], (labels[i] == labels[j]).astype(np.int64))
+    return eer, float(silhouette_score(embeddings, labels, metric="cosine"))
+
+
 def _np(x: np.ndarray | torch.Tensor) -> np.ndarray:
     """1-D float64 numpy view of a waveform."""
     if isinstance(x, torch.Tensor):
@@ -225,42 +235,57 @@ def _np(x: np.ndarray | torch.Tensor) -> np.ndarray:
     return np.asarray(x, dtype=np.float64).reshape(-1)
 
 
-class UtteranceScore(Metric):
-    """Mean of a per-utterance score over everything seen, on every rank (sums are all-reduced).
+class ScoreMean(Metric):
+    """Mean of per-utterance scores over everything seen, on every rank (sums are all-reduced).
 
-    NaN scores are failures: counted in ``failures``, left out of the mean. Subclasses define
-    ``score(ref, syn)`` for one (reference, synthesised) waveform pair.
-
-    Args:
-        sample_rate: of the waveforms given to ``update``.
+    NaN scores are failures: counted in ``failures``, left out of the mean.
     """
 
     full_state_update = False
     higher_is_better: Optional[bool] = None
 
-    def __init__(self, sample_rate: int, **kwargs) -> None:
+    def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.sample_rate = sample_rate
         self.add_state("total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
         self.add_state("failures", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, values: Sequence[float]) -> None:
+        """Add scores (NaN or inf: a failure)."""
+        for value in values:
+            self._add(value)
+
+    def _add(self, value: float) -> None:
+        if math.isfinite(value):
+            self.total += value
+            self.count += 1
+        else:
+            self.failures += 1
+
+    def compute(self) -> torch.Tensor:
+        return self.total / self.count if self.count > 0 else torch.tensor(float("nan"), dtype=torch.float64)
+
+
+class UtteranceScore(ScoreMean):
+    """``ScoreMean`` of a score computed from (reference, synthesised) waveform pairs. Subclasses
+    define ``score(ref, syn)`` for one pair.
+
+    Args:
+        sample_rate: of the waveforms given to ``update``.
+    """
+
+    def __init__(self, sample_rate: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.sample_rate = sample_rate
 
     @abstractmethod
     def score(self, ref: torch.Tensor, syn: torch.Tensor) -> float:
         """The score of one pair."""
 
-    def update(self, refs: Sequence[torch.Tensor], syns: Sequence[torch.Tensor]) -> None:
+    def update(self, refs: Sequence[torch.Tensor], syns: Sequence[torch.Tensor]) -> None:  # type: ignore[override]
         """Score each (reference, synthesised) pair."""
         for ref, syn in zip(refs, syns):
-            value = self.score(ref, syn)
-            if math.isfinite(value):
-                self.total += value
-                self.count += 1
-            else:
-                self.failures += 1
-
-    def compute(self) -> torch.Tensor:
-        return self.total / self.count if self.count > 0 else torch.tensor(float("nan"), dtype=torch.float64)
+            self._add(self.score(ref, syn))
 
 
 class MelCepstralDistortion(UtteranceScore):
@@ -305,7 +330,7 @@ class SpeakerSimilarity(UtteranceScore):
     Args:
         sample_rate: of the waveforms.
         embed: waveform (N,) at ``sample_rate`` -> (D,) embedding, from an evaluation encoder trained
-            apart from the model under test (``evaluation.speaker_embedder``).
+            apart from the model under test (``evaluation.judges.speaker_embedder``).
     """
 
     higher_is_better = True

@@ -92,7 +92,7 @@ def project_embeddings(vectors: np.ndarray, method: str = "umap", seed: int = 0)
     """(N, D) embeddings -> (N, 2) for plotting, deterministic for a seed.
 
     ``umap`` (umap-learn, cosine metric; imported here, never at package import: its first import and
-    fit cost ~25 s of numba compilation), ``tsne`` (scikit-learn) or ``pca``.
+    fit pay for numba compilation), ``tsne`` (scikit-learn) or ``pca``.
 
     Raises:
         ValueError: unknown method, or fewer than 3 points.

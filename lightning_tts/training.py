@@ -12,24 +12,56 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import pytorch_lightning as pl
 from omegaconf import DictConfig
 
 from lightning_tts.audio import FeatureParams
 from lightning_tts.callbacks.checkpoint import RunCheckpoint
-from lightning_tts.callbacks.embeddings import EmbeddingProjectionCallback
-from lightning_tts.callbacks.fewshot import FewShotEvalCallback
+from lightning_tts.callbacks.embeddings import EmbeddingProjectionCallback, ProjectionConfig
+from lightning_tts.callbacks.fewshot import FewShotConfig, FewShotEvalCallback
 from lightning_tts.callbacks.images import ValidationImagesCallback
-from lightning_tts.config import save_config, to_container
-from lightning_tts.data.datamodule import SpeakerTaskDataModule
+from lightning_tts.data.datamodule import build_datamodule
 from lightning_tts.errors import LightningTTSError
-from lightning_tts.learners import get_learner, load_learner
+from lightning_tts.learners import build_learner, get_learner, load_learner
 from lightning_tts.learners.base import BaseLearner
+from lightning_tts.models.vocoder import VocoderConfig
+from lightning_tts.schema import build, save_config, to_container
 
 log = logging.getLogger(__name__)
 RUN_DIR_ENV = "LIGHTNING_TTS_RUN_DIR"  # shared with the processes Lightning launches for DDP
+
+
+@dataclass
+class TrainerConfig:
+    """Arguments of ``pytorch_lightning.Trainer``, one to one (the ``trainer`` section), plus where
+    runs go.
+
+    Attributes:
+        val_check_interval: int: every N training batches; float: a fraction of an epoch.
+        limit_train_batches: int: batches; float: a fraction.
+        default_root_dir: runs go to ``<default_root_dir>/<learner>/version_<N>``.
+        Others: as ``pytorch_lightning.Trainer``.
+    """
+
+    accelerator: str = "auto"
+    devices: Any = "auto"
+    strategy: str = "auto"
+    num_nodes: int = 1
+    precision: str = "32-true"
+    max_steps: int = -1
+    max_epochs: Optional[int] = None
+    val_check_interval: Any = None
+    check_val_every_n_epoch: Optional[int] = 1
+    log_every_n_steps: int = 10
+    gradient_clip_val: Optional[float] = None
+    accumulate_grad_batches: int = 1
+    limit_train_batches: Any = None
+    limit_val_batches: Any = None
+    deterministic: bool = False
+    enable_progress_bar: bool = True
+    default_root_dir: str = "artifacts/runs"
 
 
 @dataclass
@@ -82,30 +114,6 @@ def resolve_run_dir(cfg: DictConfig) -> tuple[Path, Optional[str]]:
     return parent / f"version_{next_n}", None
 
 
-def build_datamodule(cfg: DictConfig, mode: str, progress: bool = True) -> SpeakerTaskDataModule:
-    """The shared data module for a learner's data mode, prepared and set up."""
-    dm = SpeakerTaskDataModule(cfg.data, FeatureParams.from_config(cfg.features), phonemes=cfg.text.phonemes,
-                               mode=mode, seed=cfg.seed, progress=progress)
-    dm.prepare_data()
-    dm.setup("fit")
-    return dm
-
-
-def check_compatible(learner: BaseLearner, cfg: DictConfig) -> None:
-    """Refuse a checkpoint whose features or symbols differ from the configuration's.
-
-    Raises:
-        LightningTTSError: naming the first differing feature parameter.
-    """
-    wanted = FeatureParams.from_config(cfg.features).to_dict()
-    have = learner.feature_params.to_dict()
-    diff = [k for k in wanted if wanted[k] != have[k]]
-    if diff:
-        k = diff[0]
-        raise LightningTTSError(f"checkpoint was trained with features.{k}={have[k]} but the config has "
-                                f"features.{k}={wanted[k]}: use the checkpoint's feature settings")
-
-
 def build_trainer(cfg: DictConfig, run_dir: Path, learner: BaseLearner, progress: bool = True) -> pl.Trainer:
     """A Lightning Trainer from ``cfg.trainer`` with the run's loggers and callbacks (the best
     checkpoint is chosen on ``learner.checkpoint_monitor()``)."""
@@ -125,10 +133,10 @@ def build_trainer(cfg: DictConfig, run_dir: Path, learner: BaseLearner, progress
     options["enable_progress_bar"] = options.get("enable_progress_bar", True) and progress
     return pl.Trainer(**options, default_root_dir=str(run_dir), logger=loggers,
                       callbacks=[checkpoints, ValidationImagesCallback(run_dir / "images"),
-                                 FewShotEvalCallback(run_dir / "fewshot", seed=cfg.data.splits.seed,
-                                                     **to_container(cfg.fewshot)),
-                                 EmbeddingProjectionCallback(run_dir / "embeddings", seed=cfg.seed,
-                                                             **to_container(cfg.projection)),
+                                 FewShotEvalCallback(run_dir / "fewshot", build(FewShotConfig, cfg.fewshot),
+                                                     build(VocoderConfig, cfg.vocoder), seed=cfg.data.splits.seed),
+                                 EmbeddingProjectionCallback(run_dir / "embeddings", build(ProjectionConfig, cfg.projection),
+                                                             seed=cfg.seed),
                                  LearningRateMonitor(logging_interval="step")],
                       use_distributed_sampler=False, inference_mode=False, enable_model_summary=False)
 
@@ -149,19 +157,19 @@ def run(cfg: DictConfig, stage: str = "fit", checkpoint: Optional[str] = None, p
         learner_cls = get_learner(cfg.learner.name)
         run_dir, resume = resolve_run_dir(cfg)
         os.environ[RUN_DIR_ENV] = str(run_dir)
-        dm = build_datamodule(cfg, learner_cls.data_mode, progress)
-        learner = learner_cls.from_config(cfg, speakers=dm.split.train, symbols=dm.text.symbols)
+        dm = build_datamodule(cfg, learner_cls.batches, progress)
+        learner = build_learner(cfg, speakers=dm.split.train, symbols=dm.text.symbols)
         if resume:
-            check_compatible(load_learner(resume), cfg)
+            load_learner(resume).check_features(FeatureParams.from_config(cfg.features))
     else:
         if not checkpoint:
             raise LightningTTSError(f"{stage} needs --checkpoint CKPT")
         learner = load_learner(checkpoint)
-        check_compatible(learner, cfg)
+        learner.check_features(FeatureParams.from_config(cfg.features))
         if adapt_steps is not None:
             learner.adapt_steps = adapt_steps
         run_dir, resume = Path(checkpoint).resolve().parent.parent, None
-        dm = build_datamodule(cfg, learner.data_mode, progress)
+        dm = build_datamodule(cfg, learner.batches, progress)
     run_dir.mkdir(parents=True, exist_ok=True)
     trainer = build_trainer(cfg, run_dir, learner, progress)
     if trainer.is_global_zero:

@@ -116,6 +116,27 @@ def make_cfg(tmp_path: Path) -> Callable[..., object]:
     return make
 
 
+# Learner options that only make a learner's test runs faster (sizes, not behaviour); a learner
+# without an entry runs with its defaults.
+FAST_OPTIONS: dict[str, tuple[str, ...]] = {
+    "maml": ("learner.inner_steps=2", "learner.adapt_steps=2"),
+    "metric": ("learner.encoder.channels=32", "projection.method=pca"),
+    "mann": ("learner.memory.slots=16",),
+}
+
+
+def small_learner_overrides(name: str) -> tuple[str, ...]:
+    """``learner.name=<name>`` with small batches of the learner's own batch plan, for tests that run
+    every registered learner (discovered from the registry, so a new learner is tested too)."""
+    from lightning_tts.data.plans import SpeakerBatches, TaskBatches, UtteranceBatches
+    from lightning_tts.learners import get_learner
+
+    small = {TaskBatches: ("data.tasks.tasks_per_batch=2", "data.tasks.shots=3", "data.tasks.queries=3"),
+             SpeakerBatches: ("data.speakers_per_batch=3", "data.utterances_per_speaker=3"),
+             UtteranceBatches: ("data.batch_size=4",)}
+    return (f"learner.name={name}", *small[type(get_learner(name).batches)], *FAST_OPTIONS.get(name, ()))
+
+
 def execute_notebook(name: str, env: dict[str, str]) -> list[dict]:
     """Run ``notebooks/<name>`` from the project root with ``env`` set (nbclient); return every code cell's outputs."""
     import os

@@ -13,6 +13,7 @@ import torch
 from lightning_tts.audio import FeatureParams
 from lightning_tts.config import load_config
 from lightning_tts.data.datamodule import SpeakerTaskDataModule
+from lightning_tts.data.plans import TaskBatches
 
 
 class Recorder(pl.LightningModule):
@@ -41,7 +42,7 @@ if __name__ == "__main__":
     root, cache, out = sys.argv[1:4]
     cfg = load_config([], [f"data.root={root}", f"data.cache_dir={cache}", "data.splits.val=2", "data.splits.test=2",
                            "data.tasks.tasks_per_batch=2", "data.tasks.tasks_per_epoch=16"])
-    dm = SpeakerTaskDataModule(cfg.data, FeatureParams.from_config(cfg.features), mode="episodic", seed=7,
+    dm = SpeakerTaskDataModule(cfg.data, FeatureParams.from_config(cfg.features), TaskBatches(), seed=7,
                                progress=False)
     trainer = pl.Trainer(accelerator="cpu", devices=2, strategy="ddp", max_epochs=2, use_distributed_sampler=False,
                          logger=False, enable_checkpointing=False, limit_val_batches=0, enable_progress_bar=False,

@@ -1,13 +1,13 @@
 """The acoustic model as a pure nn.Module: shapes, masks, speaker conditioning."""
 import torch
 
-from lightning_tts.models.acoustic import AcousticModel, ConditionalLayerNorm
+from lightning_tts.models.acoustic import AcousticModel, ConditionalLayerNorm, ModelConfig
 
 
 def _model(**kw) -> AcousticModel:
     torch.manual_seed(0)
-    return AcousticModel(n_symbols=30, n_mels=16, dim=32, heads=2, ffn_dim=64, speaker_dim=8, predictor_channels=16,
-                         aligner_channels=16, **kw).eval()
+    config = ModelConfig(dim=32, heads=2, ffn_dim=64, speaker_dim=8, predictor_channels=16, aligner_channels=16)
+    return AcousticModel(config, n_symbols=30, n_mels=16, **kw).eval()
 
 
 def test_teacher_forced_and_free_running_shapes() -> None:

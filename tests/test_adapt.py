@@ -12,7 +12,9 @@ import torch
 from lightning_tts.cli import main
 from lightning_tts.config import load_config
 from lightning_tts.learners.base import AdaptedState
-from lightning_tts.training import build_datamodule, run
+from lightning_tts.data.datamodule import build_datamodule
+from lightning_tts.data.plans import TaskBatches
+from lightning_tts.training import run
 
 STEPS = 150
 
@@ -36,7 +38,7 @@ def maml_run(tmp_path_factory: pytest.TempPathFactory):
 def test_adaptation_improves_heldout_speakers(maml_run) -> None:
     cfg, result, _ = maml_run
     learner = result.learner.eval()
-    dm = build_datamodule(cfg, "episodic", progress=False)
+    dm = build_datamodule(cfg, TaskBatches(), progress=False)
     before, after = [], []
     for batch in dm.test_dataloader():
         for task in batch.tasks():
@@ -56,7 +58,7 @@ def test_adaptation_improves_heldout_speakers(maml_run) -> None:
 def support_dir(maml_run, tmp_path: Path) -> Path:
     """Four utterances of an unseen test speaker, resampled to 22.05 kHz WAV, with transcripts."""
     cfg, result, corpus = maml_run
-    dm = build_datamodule(cfg, "episodic", progress=False)
+    dm = build_datamodule(cfg, TaskBatches(), progress=False)
     speaker = dm.split.test[0]
     folder = tmp_path / "support"
     folder.mkdir()

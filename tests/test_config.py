@@ -63,3 +63,52 @@ def test_cli_exit_codes_and_print_config(capsys: pytest.CaptureFixture[str]) -> 
 def test_real_corpus_preset_requires_root(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["preprocess", "--config", "conf/data/vctk.yaml"]) == 2
     assert "data.root is required" in capsys.readouterr().err
+
+
+def _leaves(node: object, prefix: str = "") -> dict[str, object]:
+    """Dotted key -> value of every leaf of a plain mapping."""
+    if not isinstance(node, dict) or not node:
+        return {prefix: node} if prefix else {}
+    out: dict[str, object] = {}
+    for key, value in node.items():
+        out.update(_leaves(value, f"{prefix}{key}." if isinstance(value, dict) and value else f"{prefix}{key}"))
+    return out
+
+
+def _baseline(preset: Path) -> dict[str, object]:
+    """What ``preset``'s values are compared against: the schema defaults for conf/default.yaml;
+    for any other preset, the config it is merged over (default.yaml, with the learner section
+    started afresh when the preset names another learner)."""
+    from omegaconf import OmegaConf
+
+    from lightning_tts.config import DEFAULT_CONFIG, Config
+    from lightning_tts.learners import learner_options
+    from lightning_tts.schema import to_container
+
+    own = OmegaConf.to_container(OmegaConf.load(preset))
+    if preset == DEFAULT_CONFIG:
+        base = to_container(OmegaConf.structured(Config))
+        learner = own.get("learner", {}).get("name", base["learner"]["name"])
+    else:
+        base = to_container(load_config())
+        learner = own.get("learner", {}).get("name", base["learner"]["name"])
+        if learner == base["learner"]["name"]:
+            return _leaves(base)
+    base["learner"] = to_container(learner_options({"name": learner}))
+    return _leaves(base)
+
+
+PRESETS = sorted(Path(__file__).resolve().parents[1].glob("conf/**/*.yaml"))
+SELECTORS = {"learner.name", "data.corpus"}  # a preset names its choice even when it is the default
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=lambda p: str(p.relative_to(p.parents[1])))
+def test_presets_hold_only_what_differs_from_the_defaults(preset: Path) -> None:
+    """One home per default: the dataclass next to the class it configures. A preset that restates
+    a value it would get anyway is a second home, which goes stale when the default changes."""
+    from omegaconf import OmegaConf
+
+    baseline = _baseline(preset)
+    own = _leaves(OmegaConf.to_container(OmegaConf.load(preset)))
+    restated = {k: v for k, v in own.items() if k not in SELECTORS and k in baseline and baseline[k] == v}
+    assert not restated, f"{preset.name} restates values it gets anyway: {restated}"

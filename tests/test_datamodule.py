@@ -9,13 +9,15 @@ import pytest
 from conftest import write_vctk
 from lightning_tts.audio import FeatureParams
 from lightning_tts.data.datamodule import SpeakerTaskDataModule
+from lightning_tts.data.plans import SpeakerBatches, TaskBatches, UtteranceBatches
 from lightning_tts.data.tasks import TaskBatch, UtteranceBatch
 from lightning_tts.errors import DataError
 
 
 def _dm(make_cfg, root: Path, mode: str, *overrides: str) -> SpeakerTaskDataModule:
     cfg = make_cfg(f"data.root={root}", "data.splits.val=2", "data.splits.test=2", *overrides)
-    dm = SpeakerTaskDataModule(cfg.data, FeatureParams.from_config(cfg.features), mode=mode, seed=0, progress=False)
+    plan = {"episodic": TaskBatches(), "utterance": UtteranceBatches(), "speakers": SpeakerBatches()}[mode]
+    dm = SpeakerTaskDataModule(cfg.data, FeatureParams.from_config(cfg.features), plan, seed=0, progress=False)
     dm.prepare_data()
     dm.setup("fit")
     return dm

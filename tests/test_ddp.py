@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import small_learner_overrides
+from lightning_tts.learners import available
+
 PROBE = Path(__file__).parent / "ddp_fit_probe.py"
 
 
@@ -24,21 +27,14 @@ def run_ddp(tmp_path: Path, corpus: Path, *overrides: str) -> tuple[dict, dict]:
     return (torch.load(out / "rank0.pt", weights_only=True), torch.load(out / "rank1.pt", weights_only=True))
 
 
-MAML = ("learner.name=maml", "data.tasks.tasks_per_batch=2", "data.tasks.shots=3", "data.tasks.queries=3",
-        "learner.inner_steps=2", "learner.adapt_steps=2")
-CASES = {
-    "multispeaker": ("learner.name=multispeaker",),
-    "maml-func-2nd": (*MAML, "learner.backend=func"),
-    "maml-higher-2nd": (*MAML, "learner.backend=higher"),
-    "maml-higher-1st": (*MAML, "learner.backend=higher", "learner.first_order=true"),
-    "metric-ge2e": ("learner.name=metric", "data.speakers_per_batch=3", "data.utterances_per_speaker=3",
-                    "learner.encoder.channels=32", "projection.every=0"),
-    "metric-triplet-joint": ("learner.name=metric", "learner.metric_loss=triplet", "learner.mining=semi_hard",
-                             "learner.encoder_mode=joint", "data.speakers_per_batch=3", "data.utterances_per_speaker=3",
-                             "learner.encoder.channels=32", "projection.every=0"),
-    "mann": ("learner.name=mann", "data.tasks.tasks_per_batch=2", "data.tasks.shots=3", "data.tasks.queries=3",
-             "learner.memory.slots=16"),
-}
+# every registered learner with its defaults, plus variants whose code paths differ under DDP
+CASES = {name: small_learner_overrides(name) for name in available()}
+CASES.update({
+    "maml-higher-2nd": (*CASES["maml"], "learner.backend=higher"),
+    "maml-higher-1st": (*CASES["maml"], "learner.backend=higher", "learner.first_order=true"),
+    "metric-triplet-joint": (*CASES["metric"], "learner.metric_loss=triplet", "learner.mining=semi_hard",
+                             "learner.encoder_mode=joint"),
+})
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -10,7 +10,7 @@ import pytest
 from conftest import execute_notebook
 from lightning_tts.cli import main
 from lightning_tts.config import load_config
-from lightning_tts.evaluation import METRICS
+from lightning_tts.evaluation.scoring import METRICS
 from lightning_tts.training import run
 
 

@@ -20,7 +20,8 @@ OPTIM = {"name": "adam", "lr": 1e-3, "weight_decay": 0.0, "betas": [0.9, 0.98], 
 
 def tiny_learner(**kw) -> MAMLLearner:
     torch.manual_seed(0)
-    learner = MAMLLearner(SYMBOLS, FEATURES, ["a", "b"], TINY, {}, OPTIM, inner_steps=2, inner_lr=0.3, **kw)
+    learner = MAMLLearner(symbols=SYMBOLS, speakers=["a", "b"], features=FEATURES, model=TINY, loss={}, optim=OPTIM,
+                          learner={"name": "maml", "inner_steps": 2, "inner_lr": 0.3, **kw})
     with torch.no_grad():  # non-trivial conditional norms, so every path carries gradient
         for name, p in learner.named_parameters():
             if ".scale." in name or ".shift." in name:

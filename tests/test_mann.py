@@ -13,7 +13,9 @@ from conftest import execute_notebook
 from lightning_tts.cli import main
 from lightning_tts.config import load_config
 from lightning_tts.learners.base import AdaptedState
-from lightning_tts.training import build_datamodule, run
+from lightning_tts.data.datamodule import build_datamodule
+from lightning_tts.data.plans import TaskBatches
+from lightning_tts.training import run
 
 STEPS = 800
 
@@ -36,7 +38,7 @@ def mann_run(tmp_path_factory: pytest.TempPathFactory):
 def test_own_memory_beats_empty_and_other_speakers_memory(mann_run) -> None:
     cfg, result, _ = mann_run
     learner = result.learner.eval()
-    dm = build_datamodule(cfg, "episodic", progress=False)
+    dm = build_datamodule(cfg, TaskBatches(), progress=False)
     tasks = [task for batch in dm.test_dataloader() for task in batch.tasks()]
     states = [learner.adapt(task.support) for task in tasks]  # writing only (adapt_steps=0)
     empty = AdaptedState(learner.initial_speaker(), extras={"memory": learner.memory.reset(1).memory[0]})
@@ -59,7 +61,7 @@ def test_own_memory_beats_empty_and_other_speakers_memory(mann_run) -> None:
 
 def test_adapt_then_synthesize_reads_the_stored_memory(mann_run, tmp_path: Path) -> None:
     cfg, result, _ = mann_run
-    dm = build_datamodule(cfg, "episodic", progress=False)
+    dm = build_datamodule(cfg, TaskBatches(), progress=False)
     speaker = dm.split.test[0]
     support = tmp_path / "support"
     support.mkdir()

@@ -6,11 +6,11 @@ import math
 import pytest
 import torch
 
-from lightning_tts.models.memory import ExternalMemory, MemoryState
+from lightning_tts.models.memory import ExternalMemory, MemoryConfig, MemoryState
 
 
 def memory(beta: float = 2.0, gate: float = 0.0, gamma: float = 0.5, slots: int = 3) -> ExternalMemory:
-    return ExternalMemory(slots=slots, dim=2, gamma=gamma, learned_init=False, beta=beta, gate=gate).double()
+    return ExternalMemory(MemoryConfig(slots=slots, dim=2, gamma=gamma, learned_init=False), beta=beta, gate=gate).double()
 
 
 def softmax(xs: list[float]) -> list[float]:
@@ -40,7 +40,7 @@ def test_reset_starts_empty_or_from_the_learned_state() -> None:
     state = memory().reset(2)
     assert state.memory.shape == (2, 3, 2) and float(state.memory.abs().sum()) == 0
     assert float(state.usage.sum()) == 0 and float(state.read_weights.sum()) == 0
-    learned = ExternalMemory(3, 2, learned_init=True)
+    learned = ExternalMemory(MemoryConfig(3, 2, learned_init=True))
     assert torch.equal(learned.reset(2).memory[1], learned.init_memory.detach())
 
 
@@ -97,7 +97,7 @@ def test_masked_writes_leave_the_task_unchanged_and_batches_are_independent() ->
 
 
 def test_gradients_reach_gate_and_beta() -> None:
-    mem = ExternalMemory(4, 3, learned_init=True)
+    mem = ExternalMemory(MemoryConfig(4, 3, learned_init=True))
     state = mem.write_sequence(mem.reset(2), torch.randn(2, 5, 3))
     out = mem.read(mem.address(torch.randn(2, 3), state.memory), state.memory).sum()
     out.backward()

@@ -7,24 +7,15 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import small_learner_overrides
+from lightning_tts.learners import available
 from lightning_tts.training import run
 
-CASES = {
-    "multispeaker": ("learner.name=multispeaker", "data.batch_size=4"),
-    "maml": ("learner.name=maml", "data.tasks.tasks_per_batch=2", "data.tasks.shots=3", "data.tasks.queries=3",
-             "learner.inner_steps=2", "learner.adapt_steps=2"),
-    "metric": ("learner.name=metric", "data.speakers_per_batch=3", "data.utterances_per_speaker=3",
-               "learner.encoder.channels=32", "projection.method=pca"),
-    "mann": ("learner.name=mann", "data.tasks.tasks_per_batch=2", "data.tasks.shots=3", "data.tasks.queries=3",
-             "learner.memory.slots=16"),
-}
-
-
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("case", available())
 def test_bf16_mixed_fit(make_cfg, synthetic_root: Path, case: str) -> None:
     cfg = make_cfg(f"data.root={synthetic_root}", "data.splits.val=2", "data.splits.test=2", "trainer.max_steps=3",
                    "trainer.val_check_interval=3", "trainer.check_val_every_n_epoch=null", "trainer.limit_val_batches=1",
-                   "trainer.precision=bf16-mixed", "trainer.enable_progress_bar=false", "fewshot.every=0", *CASES[case])
+                   "trainer.precision=bf16-mixed", "trainer.enable_progress_bar=false", "fewshot.every=0", *small_learner_overrides(case))
     result = run(cfg, "fit", progress=False)
     assert result.learner.trainer.precision == "bf16-mixed"
     losses = {k: v for k, v in result.metrics.items() if k.endswith("loss") or k.endswith("eer")}

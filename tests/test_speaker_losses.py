@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lightning_tts.models.speaker_encoder import SpeakerEncoder
+from lightning_tts.models.speaker_encoder import SpeakerEncoder, SpeakerEncoderConfig
 from lightning_tts.models.speaker_losses import GE2ELoss, contrastive_loss, pairwise_distances, triplet_loss
 
 
@@ -105,7 +105,7 @@ def test_losses_have_gradients_and_are_zero_for_separated_speakers() -> None:
 
 def test_speaker_encoder_ignores_padding_and_averages_windows() -> None:
     torch.manual_seed(0)
-    enc = SpeakerEncoder(n_mels=20, channels=16, layers=2, dim=8, window=32).eval()
+    enc = SpeakerEncoder(20, SpeakerEncoderConfig(channels=16, layers=2, dim=8, window=32)).eval()
     mel = torch.randn(50, 20)
     padded = torch.cat([mel, torch.randn(30, 20)])[None]  # garbage past the length
     one = enc(mel[None], torch.tensor([50]))

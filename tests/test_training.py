@@ -12,7 +12,9 @@ import torch
 from lightning_tts.config import load_config
 from lightning_tts.learners import load_learner
 from lightning_tts.models.losses import masked_l1
-from lightning_tts.training import build_datamodule, run
+from lightning_tts.data.datamodule import build_datamodule
+from lightning_tts.data.plans import UtteranceBatches
+from lightning_tts.training import run
 
 STEPS = 500
 
@@ -37,11 +39,11 @@ def trained(corpus: Path, tmp_path_factory: pytest.TempPathFactory):
     tmp = tmp_path_factory.mktemp("train")
     cfg = _cfg(corpus, tmp, f"trainer.max_steps={STEPS}", "trainer.val_check_interval=250",
                "trainer.check_val_every_n_epoch=null", "loss.bin_start=150", "loss.bin_warmup=150")
-    dm = build_datamodule(cfg, "utterance", progress=False)
+    dm = build_datamodule(cfg, UtteranceBatches(), progress=False)
     torch.manual_seed(cfg.seed)
-    from lightning_tts.learners import get_learner
+    from lightning_tts.learners import build_learner
 
-    untrained = get_learner("multispeaker").from_config(cfg, dm.split.train, dm.text.symbols).eval()
+    untrained = build_learner(cfg, dm.split.train, dm.text.symbols).eval()
     result = run(cfg, "fit", progress=False)
     return cfg, dm, untrained, result
 
@@ -65,9 +67,9 @@ def _heldout_stats(learner, dm) -> dict[str, float]:
 
 def _mean_frame_l1(dm) -> float:
     """L1 of always predicting the training set's mean log-mel frame (a content-free baseline)."""
-    frames = torch.cat([dm.dataset[i]["mel"] for idx in dm._train.values() for i in idx])
+    frames = torch.cat([dm.dataset[i]["mel"] for idx in dm.indices.train.values() for i in idx])
     mean = frames.mean(0)
-    errs = [float((dm.dataset[i]["mel"] - mean).abs().mean()) for i in dm._heldout]
+    errs = [float((dm.dataset[i]["mel"] - mean).abs().mean()) for i in dm.indices.heldout]
     return sum(errs) / len(errs)
 
 

@@ -1,6 +1,7 @@
 """Few-shot evaluation during training: adapt to fixed validation speakers, synthesise, score."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -8,79 +9,95 @@ import pytorch_lightning as pl
 import torch
 
 from lightning_tts.audio import FeatureExtractor, read_audio, write_audio
-from lightning_tts.evaluation import Embedder, fixed_speaker_sets, speaker_embedder, support_batch
-from lightning_tts.metrics import PESQ, STOI, MelCepstralDistortion, SpeakerSimilarity
-from lightning_tts.models.vocoder import GriffinLimVocoder
+from lightning_tts.evaluation.judges import Embedder, speaker_embedder
+from lightning_tts.evaluation.scoring import metric_names, score_pair, similarity_to
+from lightning_tts.evaluation.speaker_sets import fixed_speaker_sets, support_batch
+from lightning_tts.metrics import ScoreMean
+from lightning_tts.models.vocoder import VocoderConfig, build_vocoder
 from lightning_tts.plots import mel_alignment_figure, save_figure
 
 
-class FewShotEvalCallback(pl.Callback):
-    """Every ``every`` validations: each learner adapts its own way (K shots, S steps) to fixed
-    validation speakers, synthesises their fixed query texts, and logs ``val/fewshot/{mcd,pesq,stoi}``
-    and, with an evaluation encoder, ``val/fewshot/speaker_sim`` (torchmetrics, summed over ranks;
-    speakers are split across ranks). Rank 0 writes the first
-    speaker's first query as a wav and a mel image under ``directory``.
+@dataclass
+class FewShotConfig:
+    """Options of ``FewShotEvalCallback`` (the ``fewshot`` section; ``every: 0`` turns it off).
 
-    Args:
-        directory: where samples go.
-        every: run after every N-th validation (0 disables).
+    Attributes:
+        every: run after every N-th validation.
         speakers: validation speakers used (bounds the cost).
         queries: query utterances per speaker.
         shots: K support utterances.
         steps: adaptation steps.
-        seed: the split seed (same fixed sets as ``evaluate`` uses for a split).
-        griffin_lim_iters: vocoder iterations.
-        speaker_encoder: an evaluation encoder checkpoint (a metric run) for speaker similarity.
+        speaker_encoder: an evaluation encoder checkpoint (a metric run) that judges speaker
+            similarity; ``evaluate`` uses it too.
     """
 
-    def __init__(self, directory: str | Path, every: int = 1, speakers: int = 2, queries: int = 2, shots: int = 5,
-                 steps: int = 10, seed: int = 0, griffin_lim_iters: int = 16,
-                 speaker_encoder: Optional[str] = None) -> None:
+    every: int = 1
+    speakers: int = 2
+    queries: int = 2
+    shots: int = 5
+    steps: int = 10
+    speaker_encoder: Optional[str] = None
+
+
+class FewShotEvalCallback(pl.Callback):
+    """Every ``every`` validations: each learner adapts its own way (K shots, S steps) to fixed
+    validation speakers, synthesises their fixed query texts, scores them with the same
+    ``score_pair`` as ``evaluate``, and logs ``val/fewshot/<metric>`` for every metric it reports
+    (``speaker_sim`` with an evaluation encoder). Speakers are split across ranks and the means are
+    all-reduced. Rank 0 writes the first speaker's first query as a wav and a mel image under
+    ``directory``.
+
+    Args:
+        directory: where samples go.
+        config: when and how much (``FewShotConfig``).
+        vocoder: which vocoder makes the audio (the run's ``vocoder`` section).
+        seed: the split seed (same fixed sets as ``evaluate`` uses for a split).
+    """
+
+    def __init__(self, directory: str | Path, config: FewShotConfig, vocoder: VocoderConfig, seed: int = 0) -> None:
         super().__init__()
-        self.directory = Path(directory)
-        self.every, self.speakers, self.queries, self.shots, self.steps = every, speakers, queries, shots, steps
-        self.seed, self.iters, self.speaker_encoder = seed, griffin_lim_iters, speaker_encoder
+        self.directory, self.config, self.vocoder, self.seed = Path(directory), config, vocoder, seed
         self._validations = 0
         self._embed: Optional[Embedder] = None
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         """Load the evaluation encoder once (a bad path fails before training starts)."""
-        if self.speaker_encoder and self.every > 0 and self._embed is None:
-            self._embed = speaker_embedder(self.speaker_encoder, pl_module.feature_params.sample_rate)
+        if self.config.speaker_encoder and self.config.every > 0 and self._embed is None:
+            self._embed = speaker_embedder(self.config.speaker_encoder, pl_module.feature_params.sample_rate)
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking or self.every <= 0 or not pl_module.synthesizes:
+        c = self.config
+        if trainer.sanity_checking or c.every <= 0 or not pl_module.synthesizes:
             return
         self._validations += 1
         dm = trainer.datamodule
-        if self._validations % self.every or dm is None or not dm.split.val:
+        if self._validations % c.every or dm is None or not dm.split.val:
             return
-        sets = fixed_speaker_sets(dm.index.utterances, dm.split.val, self.shots, self.queries, self.seed)[: self.speakers]
+        sets = fixed_speaker_sets(dm.index.utterances, dm.split.val, c.shots, c.queries, self.seed)[: c.speakers]
         sr = pl_module.feature_params.sample_rate
-        metrics = {"mcd": MelCepstralDistortion(sr), "pesq": PESQ(sr), "stoi": STOI(sr)}
-        if self._embed is not None:
-            metrics["speaker_sim"] = SpeakerSimilarity(sr, self._embed)
+        means = {name: ScoreMean() for name in metric_names(self._embed is not None)}
         extractor = FeatureExtractor(pl_module.feature_params)
-        vocoder = GriffinLimVocoder(pl_module.feature_params, self.iters)
+        vocoder = build_vocoder(self.vocoder, pl_module.feature_params)
         sample = None
         for speaker_set in sets[trainer.global_rank:: trainer.world_size]:
             waves = [read_audio(u.path, sr) for u in speaker_set.support]
-            support = support_batch(speaker_set.support, waves, pl_module, extractor).to(pl_module.device)
-            state = pl_module.adapt(support, steps=self.steps)
+            support = support_batch(speaker_set.support, waves, pl_module.text, extractor).to(pl_module.device)
+            state = pl_module.adapt(support, steps=c.steps)
             for utt in speaker_set.query:
                 mel = pl_module.synthesize(torch.tensor(pl_module.text.encode(utt.text)), state).cpu()
                 wav, ref = vocoder(mel), read_audio(utt.path, sr)
-                for metric in metrics.values():
-                    metric.update([ref], [wav])
+                similarity = similarity_to(self._embed(ref), self._embed) if self._embed is not None else None
+                for name, value in score_pair(ref, wav, sr, similarity).items():
+                    means[name].update([value])
                 sample = sample or (speaker_set.speaker, utt, mel, wav, extractor(ref)["mel"])
-        for name, metric in metrics.items():
-            value = metric.compute()  # all-reduces the sums: every rank must get here
+        for name, mean in means.items():
+            value = mean.compute()  # all-reduces the sums: every rank must get here
             pl_module.log(f"val/fewshot/{name}", value.float().to(pl_module.device), sync_dist=False)
         if trainer.is_global_zero and sample is not None:
             speaker, utt, mel, wav, target = sample
             stem = self.directory / f"step{trainer.global_step:07d}_{speaker}_{utt.utterance_id}"
             self.directory.mkdir(parents=True, exist_ok=True)
             write_audio(stem.with_suffix(".wav"), wav, sr)
-            save_figure(mel_alignment_figure(mel, target, title=f"few-shot {speaker} (K={self.shots}, "
-                                                                 f"{self.steps} steps): {utt.text}"),
+            save_figure(mel_alignment_figure(mel, target, title=f"few-shot {speaker} (K={c.shots}, "
+                                                                 f"{c.steps} steps): {utt.text}"),
                         stem.with_suffix(".png"))

@@ -1,21 +1,22 @@
 """Validation images: predicted vs target mel and the learned alignment (and memory reads), written by rank 0."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import pytorch_lightning as pl
 from pytorch_lightning.utilities import rank_zero_only
 
+from lightning_tts.learners.base import ValidationExample
 from lightning_tts.plots import mel_alignment_figure, memory_reads_figure, save_figure
 
 
 class ValidationImagesCallback(pl.Callback):
     """After each validation, save ``<run_dir>/images/val_step<N>.png`` from the first validation batch.
 
-    The learner's ``validation_step`` returns ``{"predicted", "target", "alignment"?, "read_weights"?}``
-    for that batch; ``read_weights`` (T, N) (memory-augmented learner) also gives
-    ``val_step<N>_memory.png``. Figures also go to every logger that accepts images (TensorBoard).
+    The learner's ``validation_step`` returns a ``ValidationExample`` for that batch; its
+    ``memory_reads`` (T, N) (memory-augmented learner) also give ``val_step<N>_memory.png``. Figures also go to every logger that accepts images (TensorBoard).
 
     Args:
         directory: where PNGs are written.
@@ -24,23 +25,26 @@ class ValidationImagesCallback(pl.Callback):
     def __init__(self, directory: str | Path) -> None:
         super().__init__()
         self.directory = Path(directory)
-        self._example: dict[str, Any] | None = None
+        self._example: Optional[ValidationExample] = None
 
     def on_validation_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                                 batch_idx: int, dataloader_idx: int = 0) -> None:
-        if batch_idx == 0 and dataloader_idx == 0 and isinstance(outputs, dict) and "predicted" in outputs:
-            self._example = {k: v.detach().float().cpu() for k, v in outputs.items()}
+        if batch_idx == 0 and dataloader_idx == 0 and isinstance(outputs, ValidationExample):
+            cpu = lambda t: None if t is None else t.detach().float().cpu()  # noqa: E731
+            self._example = replace(outputs, predicted=cpu(outputs.predicted), target=cpu(outputs.target),
+                                    alignment=cpu(outputs.alignment), memory_reads=cpu(outputs.memory_reads))
 
     @rank_zero_only
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._example is None or trainer.sanity_checking:
             return
         step = trainer.global_step
-        figures = {"mel_alignment": (mel_alignment_figure(self._example["predicted"], self._example["target"],
-                                                          self._example.get("alignment"), title=f"validation, step {step}"),
+        example = self._example
+        figures = {"mel_alignment": (mel_alignment_figure(example.predicted, example.target, example.alignment,
+                                                          title=f"validation, step {step}"),
                                      f"val_step{step:07d}.png")}
-        if "read_weights" in self._example:
-            figures["memory_reads"] = (memory_reads_figure(self._example["read_weights"],
+        if example.memory_reads is not None:
+            figures["memory_reads"] = (memory_reads_figure(example.memory_reads,
                                                            title=f"memory reads of a validation query, step {step}"),
                                        f"val_step{step:07d}_memory.png")
         for tag, (fig, name) in figures.items():

@@ -26,7 +26,9 @@ import torch
 from lightning_tts.atomic import atomic_path, write_json
 from lightning_tts.audio import FeatureExtractor, FeatureParams, read_audio
 from lightning_tts.data.corpora import CorpusIndex, SkipReport, Utterance, build_reader, reader_key
+from lightning_tts.data.synthetic import build_synthetic_corpus
 from lightning_tts.errors import AudioError, ConfigError, DataError, TextError
+from lightning_tts.text import TextProcessor
 
 log = logging.getLogger(__name__)
 INDEX_VERSION = 1
@@ -185,8 +187,6 @@ def ensure_corpus(data_cfg: Mapping[str, Any], progress: bool = True) -> None:
     if data_cfg["corpus"] == "synthetic":
         complete = (root / "speaker-params.json").is_file()
         if not complete:
-            from lightning_tts.data.synthetic import build_synthetic_corpus
-
             syn = data_cfg["synthetic"]
             log.info("building the synthetic corpus at %s", root)
             build_synthetic_corpus(root, speakers=syn["speakers"], utterances=syn["utterances"], seed=syn["seed"],
@@ -198,8 +198,6 @@ def ensure_corpus(data_cfg: Mapping[str, Any], progress: bool = True) -> None:
 
 def _drop_unpronounceable(utterances: list[Utterance], phonemes: bool, report: SkipReport) -> list[Utterance]:
     """Utterances whose text yields symbols; the others are counted as skipped."""
-    from lightning_tts.text import TextProcessor
-
     processor = TextProcessor(phonemes=phonemes)
     kept = []
     for utt in utterances:

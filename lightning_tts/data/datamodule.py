@@ -1,12 +1,7 @@
-"""``SpeakerTaskDataModule``: one LightningDataModule for every learner.
+"""``SpeakerTaskDataModule``: one LightningDataModule for every learner, and the ``data`` config section.
 
-It owns every data decision: speaker-disjoint train/val/test splits, the utterances held out from
-training speakers, and what a batch is in each mode:
-
-- ``episodic``: ``TaskBatch`` of T tasks (K support + Q query utterances of one speaker each);
-- ``utterance``: ``UtteranceBatch`` of training-speaker utterances (the multi-speaker baseline);
-- ``speakers``: ``UtteranceBatch`` of N speakers x M utterances (metric learning).
-
+It owns every data decision: speaker-disjoint train/val/test splits and the utterances held out from
+training speakers. What a batch is comes from the learner's ``BatchPlan`` (``data/plans.py``).
 Validation and test batches are fixed (a function of the data config and split seed), so every
 model compared on a corpus sees the same tasks.
 """
@@ -14,35 +9,87 @@ from __future__ import annotations
 
 import logging
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, List, Mapping, Optional, Sequence
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
 from lightning_tts.audio import FeatureParams
-from lightning_tts.config import resolve_path
 from lightning_tts.data.cache import FeatureCache, prepare
 from lightning_tts.data.corpora import CorpusIndex, Utterance
-from lightning_tts.data.tasks import (
-    FixedBatchSampler,
-    SpeakerGroupSampler,
-    TaskCollator,
-    UtteranceBatchSampler,
-    collate_utterances,
-    fixed_groups,
-    group_by_speaker,
-)
+from lightning_tts.data.plans import BatchPlan, SplitIndices
+from lightning_tts.data.synthetic import SyntheticConfig
+from lightning_tts.data.tasks import FixedBatchSampler, TaskConfig, group_by_speaker
 from lightning_tts.errors import DataError
+from lightning_tts.paths import resolve_path
 from lightning_tts.text import TextProcessor
 
 log = logging.getLogger(__name__)
-MODES = ("episodic", "utterance", "speakers")
+
+
+@dataclass
+class SplitConfig:
+    """Speaker-disjoint train/val/test splits (``data.splits``): a split file, explicit lists, or counts.
+
+    Attributes:
+        val: validation speakers drawn when no file or list is given.
+        test: test speakers drawn likewise.
+        val_speakers: explicit validation speakers.
+        test_speakers: explicit test speakers.
+        file: a split file (``val``/``test`` lists and/or ``val_subsets``/``test_subsets``).
+        seed: seed of the drawn split, the held-out utterances and the fixed evaluation batches.
+        heldout_utterances: utterances per training speaker kept out of training (validation).
+    """
+
+    val: int = 4
+    test: int = 4
+    val_speakers: List[str] = field(default_factory=list)
+    test_speakers: List[str] = field(default_factory=list)
+    file: Optional[str] = None
+    seed: int = 0
+    heldout_utterances: int = 2
+
+
+@dataclass
+class DataConfig:
+    """Where the corpus lives, how it is read, cached, split and batched (the ``data`` section).
+
+    Attributes:
+        corpus: a reader of ``data/corpora.py`` (synthetic, vctk, libritts, ljspeech, manifest).
+        root: the corpus root (the manifest file for ``manifest``).
+        cache_dir: where feature caches go.
+        mic: VCTK 0.92 microphone (mic1 or mic2).
+        subsets: LibriTTS subsets read.
+        min_duration: shorter clips are skipped (seconds).
+        max_duration: longer clips are skipped (seconds).
+        preprocess_workers: feature-extraction processes.
+        num_workers: DataLoader workers.
+        batch_size: utterances per batch of ``UtteranceBatches``.
+        speakers_per_batch: N of ``SpeakerBatches``.
+        utterances_per_speaker: M of ``SpeakerBatches``.
+    """
+
+    corpus: str = "synthetic"
+    root: Optional[str] = "artifacts/synthetic"
+    cache_dir: str = "artifacts/cache"
+    mic: str = "mic1"
+    subsets: List[str] = field(default_factory=lambda: ["train-clean-100"])
+    min_duration: float = 0.3
+    max_duration: float = 20.0
+    preprocess_workers: int = 2
+    num_workers: int = 0
+    batch_size: int = 16
+    speakers_per_batch: int = 8
+    utterances_per_speaker: int = 4
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    splits: SplitConfig = field(default_factory=SplitConfig)
+    tasks: TaskConfig = field(default_factory=TaskConfig)
 
 
 @dataclass
@@ -155,32 +202,30 @@ class _BatchDataset(Dataset):
 
 
 class SpeakerTaskDataModule(pl.LightningDataModule):
-    """Corpus -> features -> speaker-disjoint splits -> batches for every learner.
+    """Corpus -> features -> speaker-disjoint splits -> the batches of a learner's plan.
 
     Args:
-        data: the schema-checked ``data`` config section (``lightning_tts.config.DataConfig``).
+        data: the schema-checked ``data`` config section (``DataConfig``).
         features: acoustic feature parameters.
+        plan: what batches the learner needs (``data/plans.py``).
         phonemes: CMUdict phonemes (else letters) for text.
-        mode: ``episodic``, ``utterance`` or ``speakers`` (see module docstring).
         seed: base seed of the training samplers (validation/test use ``data.splits.seed``).
         progress: progress bars while preprocessing.
     """
 
-    def __init__(self, data: Mapping[str, Any], features: FeatureParams, phonemes: bool = True,
-                 mode: str = "episodic", seed: int = 0, progress: bool = True) -> None:
+    def __init__(self, data: Mapping[str, Any], features: FeatureParams, plan: BatchPlan, phonemes: bool = True,
+                 seed: int = 0, progress: bool = True) -> None:
         super().__init__()
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         self.data = data
         self.features = features
+        self.plan = plan
         self.text = TextProcessor(phonemes=phonemes)
-        self.mode = mode
         self.seed = seed
         self.progress = progress
-        self.tasks = data["tasks"]
         self.cache: Optional[FeatureCache] = None
         self.index: Optional[CorpusIndex] = None
         self.split: Optional[SpeakerSplit] = None
+        self.indices: Optional[SplitIndices] = None
         self.speaker_table: dict[str, int] = {}
         self.dataset: Optional[FeatureDataset] = None
 
@@ -196,25 +241,14 @@ class SpeakerTaskDataModule(pl.LightningDataModule):
         self.split = split_speakers(self.index, self.data["splits"])
         self.speaker_table = {s: i for i, s in enumerate(self.split.train)}
         self.dataset = FeatureDataset(self.index.utterances, self.cache, self.text, self.speaker_table)
-        by_speaker = group_by_speaker([u.speaker for u in self.index.utterances])
+        utts = self.index.utterances
+        by_speaker = group_by_speaker([u.speaker for u in utts])
         held = self.split.heldout
-        self._train = {s: [i for i in by_speaker[s] if self.index.utterances[i].utterance_id not in held]
-                       for s in self.split.train}
-        self._heldout = [i for s in self.split.train for i in by_speaker[s] if self.index.utterances[i].utterance_id in held]
-        self._val = {s: by_speaker[s] for s in self.split.val}
-        self._test = {s: by_speaker[s] for s in self.split.test}
-
-    @property
-    def group_size(self) -> int:
-        """Utterances per speaker group: K+Q in episodic mode, M in speakers mode."""
-        if self.mode == "episodic":
-            return self.tasks["shots"] + self.tasks["queries"]
-        return self.data["utterances_per_speaker"]
-
-    @property
-    def groups_per_batch(self) -> int:
-        """Speaker groups per batch: T tasks, or N speakers."""
-        return self.tasks["tasks_per_batch"] if self.mode == "episodic" else self.data["speakers_per_batch"]
+        self.indices = SplitIndices(
+            train={s: [i for i in by_speaker[s] if utts[i].utterance_id not in held] for s in self.split.train},
+            heldout=[i for s in self.split.train for i in by_speaker[s] if utts[i].utterance_id in held],
+            val={s: by_speaker[s] for s in self.split.val}, test={s: by_speaker[s] for s in self.split.test},
+            durations=[u.duration for u in utts])
 
     def _rank(self) -> tuple[int, int]:
         """(global rank, world size) of the attached trainer, else (0, 1)."""
@@ -227,61 +261,13 @@ class SpeakerTaskDataModule(pl.LightningDataModule):
         return DataLoader(_BatchDataset(self.dataset), batch_size=None, sampler=sampler, collate_fn=collate,
                           num_workers=workers, persistent_workers=workers > 0)
 
-    def _collate(self) -> Callable:
-        return TaskCollator(self.tasks["shots"], self.tasks["queries"]) if self.mode == "episodic" else collate_utterances
-
-    def _eligible(self, speakers: dict[str, list[int]], stage: str) -> dict[str, list[int]]:
-        """Speakers with at least ``group_size`` utterances; warns about the others."""
-        short = sorted(s for s, idx in speakers.items() if len(idx) < self.group_size)
-        if short:
-            rank_zero_warn(f"{stage}: {len(short)} speakers have fewer than {self.group_size} utterances and are "
-                           f"excluded from {self.mode} batches (e.g. {short[:3]})")
-        return {s: idx for s, idx in speakers.items() if s not in set(short)}
-
     def train_dataloader(self) -> DataLoader:
         rank, world = self._rank()
-        if self.mode == "utterance":
-            indices = [i for idx in self._train.values() for i in idx]
-            lengths = [self.index.utterances[i].duration for i in indices]
-            sampler = UtteranceBatchSampler(indices, lengths, self.data["batch_size"], self.seed, rank, world)
-        else:
-            speakers = self._eligible(self._train, "train")
-            if not speakers:
-                raise DataError(f"no training speaker has {self.group_size} utterances "
-                                f"(data.tasks.shots + data.tasks.queries, or data.utterances_per_speaker)")
-            n_utts = sum(len(v) for v in speakers.values())
-            per_step = self.groups_per_batch * world
-            n_groups = self.tasks["tasks_per_epoch"] if self.mode == "episodic" else n_utts // self.group_size
-            sampler = SpeakerGroupSampler(speakers, self.group_size, self.groups_per_batch,
-                                          max(1, n_groups // per_step), self.seed, rank, world)
-        return self._loader(sampler, self._collate())
-
-    def fixed_batches(self, stage: str) -> tuple[list[list[int]], Callable]:
-        """The fixed evaluation batches (dataset indices) of ``stage`` and their collate function.
-
-        - ``val`` in utterance mode: held-out utterances of training speakers, by length;
-        - speakers mode: N x M groups of the stage's speakers;
-        - otherwise: T few-shot tasks (K + Q) per batch over the stage's speakers.
-        """
-        if stage == "val" and self.mode == "utterance":
-            order = sorted(self._heldout, key=lambda i: self.index.utterances[i].duration)
-            size = self.data["batch_size"]
-            return [order[i: i + size] for i in range(0, len(order), size)], collate_utterances
-        speakers = self._val if stage == "val" else self._test
-        if self.mode == "speakers":
-            group, per, collate = self.group_size, self.groups_per_batch, collate_utterances
-        else:
-            group, per = self.tasks["shots"] + self.tasks["queries"], self.tasks["tasks_per_batch"]
-            collate = TaskCollator(self.tasks["shots"], self.tasks["queries"])
-        eligible = {s: idx for s, idx in speakers.items() if len(idx) >= group}
-        if len(eligible) < len(speakers):
-            rank_zero_warn(f"{stage}: {len(speakers) - len(eligible)} speakers have fewer than {group} utterances "
-                           f"and are left out of the fixed {stage} batches")
-        groups = fixed_groups(eligible, group, self.tasks["val_tasks_per_speaker"], self.data["splits"]["seed"])
-        return [[i for g in groups[k: k + per] for i in g] for k in range(0, len(groups), per)], collate
+        sampler = self.plan.train_sampler(self.indices, self.data, self.seed, rank, world)
+        return self._loader(sampler, self.plan.train_collate(self.data))
 
     def _eval_loader(self, stage: str) -> list[DataLoader] | DataLoader:
-        batches, collate = self.fixed_batches(stage)
+        batches, collate = self.plan.eval_batches(stage, self.indices, self.data)
         if not batches:
             rank_zero_warn(f"no {stage} batches: the {stage} split is empty or its speakers have too few utterances")
             return []
@@ -296,7 +282,16 @@ class SpeakerTaskDataModule(pl.LightningDataModule):
 
     def describe(self) -> str:
         """One line: speakers per split and utterance counts."""
-        assert self.split is not None
-        n_train = sum(len(v) for v in self._train.values())
+        assert self.split is not None and self.indices is not None
+        n_train = sum(len(v) for v in self.indices.train.values())
         return (f"speakers train/val/test = {len(self.split.train)}/{len(self.split.val)}/{len(self.split.test)}; "
-                f"{n_train} training utterances, {len(self._heldout)} held out")
+                f"{n_train} training utterances, {len(self.indices.heldout)} held out")
+
+
+def build_datamodule(cfg: DictConfig, plan: BatchPlan, progress: bool = True) -> SpeakerTaskDataModule:
+    """The data module of a run configuration for a batch plan, prepared and set up."""
+    dm = SpeakerTaskDataModule(cfg.data, FeatureParams.from_config(cfg.features), plan, phonemes=cfg.text.phonemes,
+                               seed=cfg.seed, progress=progress)
+    dm.prepare_data()
+    dm.setup("fit")
+    return dm

@@ -1,20 +1,23 @@
-"""A new speaker's support set from files: audio (wav/flac, any sample rate) + transcripts.
+"""A new speaker's audio from files: a support set (audio + transcripts) for ``adapt``, or
+reference recordings alone for ``synthesize --reference``.
 
-Either a directory of ``NAME.wav``/``NAME.flac`` with same-stem ``NAME.txt`` transcripts, or a
-manifest (CSV/JSONL with ``audio`` and ``text``). Unusable files are skipped with a one-line
-reason each (missing transcript, unreadable, silent, too short, no pronounceable text); other
-sample rates are resampled. Too few usable utterances is an error.
+A support set is either a directory of ``NAME.wav``/``NAME.flac`` with same-stem ``NAME.txt``
+transcripts, or a manifest (CSV/JSONL with ``audio`` and ``text``). Unusable files are skipped with a
+one-line reason each (missing transcript, unreadable, silent, too short, no pronounceable text);
+other sample rates are resampled. Too few usable utterances is an error. References pass the same
+audio checks, and any failing one is an error.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
+from torch import nn
 
 from lightning_tts.audio import AUDIO_SUFFIXES, FeatureExtractor, FeatureParams, read_audio
-from lightning_tts.data.corpora import ManifestCorpus
+from lightning_tts.data.corpora import ManifestCorpus, SkipReport
 from lightning_tts.data.tasks import UtteranceBatch, collate_utterances
 from lightning_tts.errors import AudioError, DataError, TextError
 from lightning_tts.text import TextProcessor
@@ -32,12 +35,41 @@ class SupportSet:
     skipped: list[tuple[str, str]]
 
 
+def audio_problem(wav: torch.Tensor, sample_rate: int) -> Optional[str]:
+    """Why a waveform cannot serve as a speaker's evidence (too short, silent), or None."""
+    if wav.numel() < MIN_SECONDS * sample_rate:
+        return f"too short ({wav.numel() / sample_rate:.2f} s < {MIN_SECONDS} s)"
+    if float(wav.abs().max()) < SILENCE_PEAK:
+        return "silent (peak below -60 dBFS)"
+    return None
+
+
+def load_references(paths: Sequence[str | Path], params: FeatureParams) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-mels of reference recordings at ``params``: (K, T, n_mels) padded, and (K,) lengths.
+
+    Raises:
+        DataError: a missing, unreadable, too short or silent file.
+    """
+    extractor = FeatureExtractor(params)
+    mels = []
+    for path in paths:
+        if not Path(path).is_file():
+            raise DataError(f"reference audio not found: {path}")
+        try:
+            wav = read_audio(path, params.sample_rate)
+        except AudioError as err:
+            raise DataError(f"cannot read reference audio {path}: {err}") from err
+        problem = audio_problem(wav, params.sample_rate)
+        if problem is not None:
+            raise DataError(f"reference audio {path} is {problem}")
+        mels.append(extractor(wav)["mel"])
+    return nn.utils.rnn.pad_sequence(mels, batch_first=True), torch.tensor([len(m) for m in mels])
+
+
 def _candidates(directory: Optional[Path], manifest: Optional[Path]) -> list[tuple[Path, Optional[str]]]:
     """(audio path, transcript or None) pairs from a directory or a manifest."""
     if manifest is not None:
         corpus = ManifestCorpus(manifest, min_duration=0.0, max_duration=float("inf"))
-        from lightning_tts.data.corpora import SkipReport
-
         return [(path, text) for _, _, path, text, _ in corpus.candidates(SkipReport())]
     assert directory is not None
     if not directory.is_dir():
@@ -83,10 +115,7 @@ def load_support(params: FeatureParams, text: TextProcessor, directory: Optional
             except (AudioError, TextError) as err:
                 reason = str(err)
             else:
-                if wav.numel() < MIN_SECONDS * params.sample_rate:
-                    reason = f"too short ({wav.numel() / params.sample_rate:.2f} s < {MIN_SECONDS} s)"
-                elif float(wav.abs().max()) < SILENCE_PEAK:
-                    reason = "silent (peak below -60 dBFS)"
+                reason = audio_problem(wav, params.sample_rate)
         if reason is not None:
             skipped.append((str(path), reason))
             continue

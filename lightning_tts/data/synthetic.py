@@ -28,8 +28,12 @@ from typing import Iterator
 
 import numpy as np
 from scipy.signal import lfilter
+from tqdm import tqdm
 
-from lightning_tts.atomic import write_json, write_text
+from lightning_tts.atomic import require_parent, write_json, write_text
+from lightning_tts.audio import write_audio
+from lightning_tts.errors import DataError
+from lightning_tts.text import _cmudict
 
 # Short, common words with CMUdict pronunciations; sentences are drawn from them.
 WORDS = """the a of and to in is was he for it with as his on be at by had not are but from or have an
@@ -102,8 +106,6 @@ class SpeakerParams:
 
 def _phones(words: list[str]) -> list[tuple[str, int]]:
     """(ARPAbet phone without stress, stress 0/1/2 or -1 for consonants) for each word; '|' between words."""
-    from lightning_tts.text import _cmudict
-
     out: list[tuple[str, int]] = []
     for i, word in enumerate(words):
         if i:
@@ -221,8 +223,6 @@ def _frame_tracks(phones: list[tuple[str, int]], spk: SpeakerParams, rng: np.ran
 
 def _render_speaker(job: tuple[str, int, int, int, int]) -> int:
     """Write every missing utterance of one speaker; returns how many were written."""
-    from lightning_tts.audio import write_audio
-
     out, index, n_utts, seed, sample_rate = job
     root = Path(out)
     spk = SpeakerParams.draw(index, seed)
@@ -245,12 +245,33 @@ def _render_speaker(job: tuple[str, int, int, int, int]) -> int:
     return written
 
 
-def build_synthetic_corpus(out: str | Path, speakers: int = 40, utterances: int = 30, seed: int = 0,
-                           sample_rate: int = 16000, workers: int = 2, progress: bool = True) -> Path:
+@dataclass
+class SyntheticConfig:
+    """The procedural corpus built at ``data.root`` when ``data.corpus=synthetic`` and it is missing
+    (``data.synthetic``).
+
+    Attributes:
+        speakers: number of speakers (alternating M/F).
+        utterances: utterances per speaker.
+        seed: the whole corpus is a function of this seed.
+        sample_rate: of the written FLAC files.
+    """
+
+    speakers: int = 40
+    utterances: int = 30
+    seed: int = 0
+    sample_rate: int = 16000
+
+
+def build_synthetic_corpus(out: str | Path, speakers: int = SyntheticConfig.speakers,
+                           utterances: int = SyntheticConfig.utterances, seed: int = SyntheticConfig.seed,
+                           sample_rate: int = SyntheticConfig.sample_rate, workers: int = 2,
+                           progress: bool = True) -> Path:
     """Write (or complete) a synthetic corpus in VCTK-0.92 layout.
 
     Args:
-        out: corpus root; created if missing. An interrupted build is completed, not restarted.
+        out: corpus root; created if missing (its parent must exist). An interrupted build is
+            completed, not restarted; a finished corpus of another seed or sample rate is refused.
         speakers: number of speakers (alternating M/F).
         utterances: utterances per speaker.
         seed: the whole corpus is a function of this seed.
@@ -260,10 +281,18 @@ def build_synthetic_corpus(out: str | Path, speakers: int = 40, utterances: int 
 
     Returns:
         The corpus root.
-    """
-    from tqdm import tqdm
 
-    root = Path(out)
+    Raises:
+        DataError: a missing parent directory, or ``out`` already holding a corpus of another
+            seed or sample rate.
+    """
+    root = require_parent(out, "create")
+    params_file = root / "speaker-params.json"
+    if params_file.is_file():
+        old = json.loads(params_file.read_text())
+        if (old["seed"], old["sample_rate"]) != (seed, sample_rate):
+            raise DataError(f"{root} already holds a synthetic corpus with seed={old['seed']} and "
+                            f"sample_rate={old['sample_rate']}; choose another --out")
     root.mkdir(parents=True, exist_ok=True)
     params = [SpeakerParams.draw(i, seed) for i in range(speakers)]
     jobs = [(str(root), i, utterances, seed, sample_rate) for i in range(speakers)]

@@ -17,6 +17,25 @@ from torch.utils.data import Sampler
 
 
 @dataclass
+class TaskConfig:
+    """Few-shot task shape (``data.tasks``).
+
+    Attributes:
+        shots: K support utterances per task.
+        queries: Q query utterances per task.
+        tasks_per_batch: T tasks per (meta-)batch, per rank.
+        tasks_per_epoch: tasks drawn per training epoch, over all ranks.
+        val_tasks_per_speaker: fixed validation/test tasks per held-out speaker.
+    """
+
+    shots: int = 5
+    queries: int = 5
+    tasks_per_batch: int = 4
+    tasks_per_epoch: int = 400
+    val_tasks_per_speaker: int = 2
+
+
+@dataclass
 class UtteranceBatch:
     """Padded utterances.
 

@@ -1,6 +1,11 @@
 """What every learner shares: the acoustic model, its loss, logging, optimisers, and the adaptation
 interface (train on a batch; ``adapt`` to a support set; ``synthesize`` from an adapted state).
 
+A learner is built from plain containers, one per config section (``model``, ``loss``, ``optim``,
+``learner``, ...), which are also its stored hyper-parameters; each becomes the dataclass that lives
+next to the class it configures. What a learner can do beyond this (clone from reference audio,
+embed speakers, a speaker table) is a protocol of ``learners/capabilities.py``.
+
 An ``AdaptedState`` is everything that adaptation changed: a speaker vector, overrides for a named
 subset of model parameters, and learner-specific tensors (a memory, an embedding). It is saved as
 plain tensors and loaded with ``weights_only=True``.
@@ -10,21 +15,25 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Optional
+from typing import Any, Callable, ClassVar, List, Optional
 
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig
 from torch.func import functional_call
 
+from lightning_tts import __version__
 from lightning_tts.audio import FeatureParams
-from lightning_tts.config import to_container
+from lightning_tts.data.plans import BatchPlan, UtteranceBatches
 from lightning_tts.data.tasks import Task, TaskBatch, UtteranceBatch
 from lightning_tts.errors import LightningTTSError
-from lightning_tts.models.acoustic import AcousticModel, AcousticOutput
-from lightning_tts.models.losses import AcousticLoss, masked_l1
+from lightning_tts.models.acoustic import AcousticModel, AcousticOutput, ModelConfig
+from lightning_tts.models.losses import AcousticLoss, LossConfig, masked_l1
+from lightning_tts.schema import build, to_container
 from lightning_tts.text import TextProcessor
+
+CHECKPOINT_FORMAT = 2  # bump with a migration in learners.load_learner when checkpoint contents change
 
 
 @dataclass
@@ -61,72 +70,121 @@ def fp32_gradients(device: torch.device) -> Any:
 
 
 @dataclass
+class OptimConfig:
+    """Optimiser and learning-rate schedule of the (outer) training loop (the ``optim`` section).
+
+    Attributes:
+        name: ``adamw``, ``adam`` or ``sgd``.
+        lr: peak learning rate.
+        weight_decay: weight decay.
+        betas: Adam betas (SGD: ``betas[0]`` is the momentum).
+        warmup_steps: linear warm-up steps.
+        scheduler: ``cosine`` (decay to ``min_lr_ratio`` x lr) or ``constant``.
+        min_lr_ratio: the cosine schedule's floor.
+    """
+
+    name: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 1e-6
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.98])
+    warmup_steps: int = 100
+    scheduler: str = "cosine"
+    min_lr_ratio: float = 0.05
+
+
+@dataclass
 class LearnerConfig:
-    """Options every learner has (subclasses add their own fields)."""
+    """Options every learner has (the ``learner`` section; subclasses add their own fields).
 
-    name: str = ""
-    adapt_steps: int = 20
-    adapt_lr: float = 0.01
-    adapt_params: list[str] = field(default_factory=lambda: ["decoder.*.scale.*", "decoder.*.shift.*"])
-
-
-class BaseLearner(pl.LightningModule):
-    """Shared machinery of all learners.
-
-    Args:
-        symbols: the text symbol table (stored with the checkpoint).
-        features: ``FeatureParams`` as a dict.
-        speakers: the training speakers, in table order.
-        model: ``AcousticModel`` arguments (``ModelConfig``).
-        loss: ``AcousticLoss`` arguments (``LossConfig``).
-        optim: optimiser and schedule (``OptimConfig``).
-        phonemes: whether the text front end uses CMUdict phonemes.
+    Attributes:
+        name: the learner (a module of ``lightning_tts.learners``).
         adapt_steps: default gradient steps of ``adapt``.
         adapt_lr: default learning rate of ``adapt``.
         adapt_params: fnmatch patterns of model parameters that ``adapt`` fine-tunes.
     """
 
-    name: ClassVar[str] = ""
-    data_mode: ClassVar[str] = "utterance"
-    Config: ClassVar[type] = LearnerConfig
-    has_speaker_encoder: ClassVar[bool] = False  # True: ``embed_utterances`` works (embed, projections)
+    name: str = ""
+    adapt_steps: int = 20
+    adapt_lr: Optional[float] = 0.01
+    adapt_params: List[str] = field(default_factory=lambda: ["decoder.*.scale.*", "decoder.*.shift.*"])
 
-    def __init__(self, symbols: list[str], features: dict, speakers: list[str], model: dict, loss: dict, optim: dict,
-                 phonemes: bool = True, adapt_steps: int = 20, adapt_lr: float = 0.01,
-                 adapt_params: Optional[list[str]] = None) -> None:
+
+@dataclass
+class ValidationExample:
+    """What a validation step returns for the images callback: the first item of its batch, trimmed.
+
+    Attributes:
+        predicted: (T, n_mels) predicted mel.
+        target: (T, n_mels) recorded mel.
+        alignment: (T, L) soft alignment, when the pass ran the aligner.
+        memory_reads: (T, N) read weights over memory slots (memory-augmented learner).
+    """
+
+    predicted: torch.Tensor
+    target: torch.Tensor
+    alignment: Optional[torch.Tensor] = None
+    memory_reads: Optional[torch.Tensor] = None
+
+
+class BaseLearner(pl.LightningModule, ABC):
+    """Shared machinery of all learners.
+
+    Args:
+        symbols: the text symbol table (stored with the checkpoint).
+        speakers: the training speakers, in table order.
+        features: ``FeatureParams`` as a dict.
+        model: the ``model`` section (``ModelConfig``).
+        loss: the ``loss`` section (``LossConfig``).
+        optim: the ``optim`` section (``OptimConfig``).
+        learner: the ``learner`` section (this class's ``Config``).
+        phonemes: whether the text front end uses CMUdict phonemes.
+
+    Class attributes a learner sets: ``name`` (its ``learner.name``), ``Config`` (its options
+    dataclass) and ``batches`` (the ``BatchPlan`` it trains on).
+    """
+
+    name: ClassVar[str] = ""
+    batches: ClassVar[BatchPlan] = UtteranceBatches()
+    Config: ClassVar[type[LearnerConfig]] = LearnerConfig
+    synthesizes: bool = True  # False for a checkpoint trained without the acoustic loss (a speaker encoder)
+
+    def __init__(self, symbols: list[str], speakers: list[str], features: dict, model: dict, loss: dict,
+                 optim: dict, learner: dict, phonemes: bool = True) -> None:
         super().__init__()
+        self.config = build(self.Config, learner, "learner")
         self.feature_params = FeatureParams(**features)
+        model_config = build(ModelConfig, model, "model")
+        loss_config = build(LossConfig, loss, "loss")
+        self.optim = build(OptimConfig, optim, "optim")
+        self.save_hyperparameters({"symbols": list(symbols), "speakers": list(speakers),
+                                   "features": self.feature_params.to_dict(), "model": to_container(model_config),
+                                   "loss": to_container(loss_config), "optim": to_container(self.optim),
+                                   "learner": to_container(self.config), "phonemes": phonemes})
         self.text = TextProcessor(symbols, phonemes)
         self.speakers = list(speakers)
-        self.model = AcousticModel(n_symbols=len(symbols), n_mels=self.feature_params.n_mels,
-                                   pitch=self.feature_params.pitch, energy=self.feature_params.energy, **model)
-        self.criterion = AcousticLoss(**loss)
-        self.optim = dict(optim)
-        self.adapt_steps, self.adapt_lr = adapt_steps, adapt_lr
-        self.adapt_params = list(adapt_params if adapt_params is not None else LearnerConfig().adapt_params)
-
-    @classmethod
-    def from_config(cls, cfg: DictConfig, speakers: list[str], symbols: list[str]) -> "BaseLearner":
-        """Build from a run configuration and the data module's speaker table and symbols."""
-        if cfg.learner.name != cls.name:
-            raise LightningTTSError(f"config section learner is for {cfg.learner.name}, not {cls.name}")
-        options = {k: v for k, v in to_container(cfg.learner).items() if k != "name"}
-        return cls(symbols=symbols, features=to_container(cfg.features), speakers=speakers,
-                   model=to_container(cfg.model), loss=to_container(cfg.loss), optim=to_container(cfg.optim),
-                   phonemes=cfg.text.phonemes, **options)
-
-    def _store_hyperparameters(self) -> None:
-        """Save the calling subclass's __init__ arguments (plain containers) plus the learner name."""
-        self.save_hyperparameters(ignore=[], frame=None)
-        self.hparams["learner_name"] = self.name
+        self.model = AcousticModel(model_config, len(symbols), self.feature_params.n_mels,
+                                   pitch=self.feature_params.pitch, energy=self.feature_params.energy)
+        self.criterion = AcousticLoss(loss_config)
+        self.adapt_steps, self.adapt_lr = self.config.adapt_steps, self.config.adapt_lr
+        self.adapt_params = list(self.config.adapt_params)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Stamp the checkpoint format, so later versions can migrate old checkpoints."""
-        from lightning_tts import __version__
-        from lightning_tts.learners import CHECKPOINT_FORMAT
-
         checkpoint["lightning_tts_format"] = CHECKPOINT_FORMAT
         checkpoint["lightning_tts_version"] = __version__
+
+    def check_features(self, features: FeatureParams) -> None:
+        """Refuse a run configuration whose features differ from this checkpoint's.
+
+        Raises:
+            LightningTTSError: naming the first differing feature parameter.
+        """
+        wanted, have = features.to_dict(), self.feature_params.to_dict()
+        diff = [k for k in wanted if wanted[k] != have[k]]
+        if diff:
+            k = diff[0]
+            raise LightningTTSError(f"checkpoint was trained with features.{k}={have[k]} but the config has "
+                                    f"features.{k}={wanted[k]}: use the checkpoint's feature settings")
 
     # ---------------------------------------------------------------- model and loss
     def token_conditioning(self, extras: Optional[dict[str, torch.Tensor]]) -> Optional[Callable[[torch.Tensor], torch.Tensor]]:
@@ -186,30 +244,28 @@ class BaseLearner(pl.LightningModule):
                      sync_dist=stage != "train", on_step=stage == "train", on_epoch=stage != "train")
 
     @staticmethod
-    def example(batch: UtteranceBatch, out: AcousticOutput) -> dict[str, torch.Tensor]:
+    def example(batch: UtteranceBatch, out: AcousticOutput) -> ValidationExample:
         """First item of a batch, trimmed: predicted/target mel and soft alignment (for images)."""
         t, n = int(batch.mel_lengths[0]), int(batch.token_lengths[0])
-        example = {"predicted": out.mel[0, :t].detach(), "target": batch.mels[0, :t].detach()}
-        if out.attn_soft is not None:
-            example["alignment"] = out.attn_soft[0, :t, :n].detach()
-        return example
+        alignment = out.attn_soft[0, :t, :n].detach() if out.attn_soft is not None else None
+        return ValidationExample(out.mel[0, :t].detach(), batch.mels[0, :t].detach(), alignment)
 
     # ---------------------------------------------------------------- optimisation
     def configure_optimizers(self) -> dict:
         """AdamW/Adam/SGD with linear warm-up, then cosine decay to ``min_lr_ratio`` (or constant)."""
         o = self.optim
-        name = o["name"].lower()
+        name = o.name.lower()
         params = [p for p in self.parameters() if p.requires_grad]
         if name == "adamw":
-            opt = torch.optim.AdamW(params, lr=o["lr"], betas=tuple(o["betas"]), weight_decay=o["weight_decay"])
+            opt = torch.optim.AdamW(params, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
         elif name == "adam":
-            opt = torch.optim.Adam(params, lr=o["lr"], betas=tuple(o["betas"]), weight_decay=o["weight_decay"])
+            opt = torch.optim.Adam(params, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
         elif name == "sgd":
-            opt = torch.optim.SGD(params, lr=o["lr"], momentum=o["betas"][0], weight_decay=o["weight_decay"])
+            opt = torch.optim.SGD(params, lr=o.lr, momentum=o.betas[0], weight_decay=o.weight_decay)
         else:
-            raise LightningTTSError(f"optim.name must be adamw, adam or sgd, got {o['name']!r}")
+            raise LightningTTSError(f"optim.name must be adamw, adam or sgd, got {o.name!r}")
         total = self._total_steps()
-        warmup, floor, kind = o["warmup_steps"], o["min_lr_ratio"], o["scheduler"]
+        warmup, floor, kind = o.warmup_steps, o.min_lr_ratio, o.scheduler
         if kind not in ("cosine", "constant"):
             raise LightningTTSError(f"optim.scheduler must be cosine or constant, got {kind!r}")
 
@@ -233,28 +289,11 @@ class BaseLearner(pl.LightningModule):
             return trainer.max_steps
         return int(trainer.estimated_stepping_batches)
 
-    @property
-    def synthesizes(self) -> bool:
-        """Whether this learner was trained to synthesise (a speaker-encoder-only run is not)."""
-        return True
-
     def checkpoint_monitor(self) -> tuple[str, str]:
         """(logged key, "min"/"max") that picks the best checkpoint."""
         return "val/mel_loss", "min"
 
-    def embed_utterances(self, mels: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """(B, T, n_mels), (B,) -> (B, D) unit-length speaker embeddings (learners with a speaker encoder)."""
-        raise LightningTTSError(f"learner {self.name} has no speaker encoder (train learner.name=metric)")
-
     # ---------------------------------------------------------------- adaptation interface
-    def initial_speaker(self) -> torch.Tensor:
-        """(speaker_dim,) where adaptation to an unseen speaker starts."""
-        raise LightningTTSError(f"learner {self.name} does not define an initial speaker")
-
-    def speaker_state(self, speaker: str) -> AdaptedState:
-        """The state of a training speaker (learners with a speaker table)."""
-        raise LightningTTSError(f"learner {self.name} has no speaker table: adapt to the speaker first (--adapted)")
-
     def adaptable_parameters(self) -> dict[str, torch.nn.Parameter]:
         """Model parameters matched by ``adapt_params``."""
         chosen = {n: p for n, p in self.model.named_parameters()
@@ -263,14 +302,16 @@ class BaseLearner(pl.LightningModule):
             raise LightningTTSError(f"adapt_params {self.adapt_params} match no model parameter")
         return chosen
 
+    @abstractmethod
     def adapt_start(self, support: UtteranceBatch) -> AdaptedState:
-        """Where fine-tuning on ``support`` starts (default: ``initial_speaker``, no overrides)."""
-        return AdaptedState(self.initial_speaker())
+        """Where adaptation to the unseen speaker of ``support`` starts (before any gradient step)."""
 
-    def reference_state(self, mels: list[torch.Tensor]) -> AdaptedState:
-        """A voice from reference recordings alone, each (T, n_mels), without transcripts or gradient steps."""
-        raise LightningTTSError(f"learner {self.name} cannot clone a voice from reference audio alone: "
-                                f"use 'adapt' with transcripts, then 'synthesize --adapted'")
+    @torch.no_grad()
+    def support_loss(self, support: UtteranceBatch, state: AdaptedState) -> float:
+        """Mel L1 of ``support`` under ``state`` with the aligner's durations: how well a voice fits
+        its own support set (what ``adapt`` minimises)."""
+        return float(self.support_mel_loss(support, state.speaker, state.params or None, self.align(support),
+                                           state.extras))
 
     @torch.enable_grad()
     def adapt(self, support: UtteranceBatch, steps: Optional[int] = None, lr: Optional[float] = None,

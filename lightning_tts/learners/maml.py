@@ -12,9 +12,9 @@ outer optimiser minimises. Unseen speakers start from the learned initial speake
 
 Two inner-loop backends compute the same meta-gradient (tested against each other and against finite
 differences): ``higher`` (``innerloop_ctx``, which differentiates through every parameter) and
-``func`` (``torch.func.functional_call`` over the adapted tensors only), the default because it is
-faster here (second order: 0.21 s vs 0.81 s per task on the tiny model, 2-core CPU). This is the
-only module that imports ``higher``. Facts about
+``func`` (``torch.func.functional_call`` over the adapted tensors only), the default because it
+differentiates only the adapted tensors (timings: README "Performance", ``python -m benchmarks``).
+This is the only module that imports ``higher``. Facts about
 ``higher`` 0.2.1 that shaped it: ``copy_initial_weights=False`` (otherwise no meta-gradient reaches
 the model, silently); first order keeps tracking and detaches the inner gradients through
 ``grad_callback`` (``track_higher_grads=False`` leaves the grads None and breaks DDP's all-reduce).
@@ -22,30 +22,44 @@ the model, silently); first order keeps tracking and detaches the inner gradient
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable, List, Optional
 
 import higher
 import torch
 from torch import nn
 from torch.func import functional_call
 
+from lightning_tts.data.plans import TaskBatches
 from lightning_tts.data.tasks import Task, TaskBatch, UtteranceBatch
 from lightning_tts.errors import LightningTTSError
 from lightning_tts.learners import register_learner
-from lightning_tts.learners.base import AdaptedState, BaseLearner, LearnerConfig
+from lightning_tts.learners.base import AdaptedState, BaseLearner, LearnerConfig, ValidationExample
 from lightning_tts.models.acoustic import AcousticModel, AcousticOutput
+from lightning_tts.models.losses import masked_l1
 
 BACKENDS = ("higher", "func")
 
 
 @dataclass
 class MAMLConfig(LearnerConfig):
-    """Options of ``MAMLLearner``."""
+    """Options of ``MAMLLearner``.
+
+    Attributes:
+        inner_steps: inner SGD steps during meta-training.
+        inner_lr: initial (or fixed) inner learning rate.
+        first_order: drop second-order terms (FOMAML).
+        learn_inner_lr: learn one rate per adapted tensor and inner step (Meta-SGD / MAML++).
+        backend: ``func`` or ``higher`` (same meta-gradient).
+        adapt_steps: inner steps when adapting after training (validation, ``adapt``); steps past
+            ``inner_steps`` reuse the last learned rates.
+        adapt_lr: a fixed rate for adaptation instead of the learned ones (None: the learned ones).
+        adapt_params: fnmatch patterns of model parameters adapted besides the speaker vector.
+    """
 
     name: str = "maml"
     adapt_steps: int = 10
     adapt_lr: Optional[float] = None
-    adapt_params: list[str] = field(default_factory=lambda: ["decoder.*", "mel_out.*"])
+    adapt_params: List[str] = field(default_factory=lambda: ["decoder.*", "mel_out.*"])
     inner_steps: int = 3
     inner_lr: float = 0.05
     first_order: bool = False
@@ -88,17 +102,7 @@ class SpeakerModel(nn.Module):
 class MAMLLearner(BaseLearner):
     """Model-agnostic meta-learning of a TTS initialisation over speaker tasks.
 
-    Args:
-        inner_steps: inner SGD steps during meta-training.
-        inner_lr: initial (or fixed) inner learning rate.
-        first_order: drop second-order terms (FOMAML).
-        learn_inner_lr: learn one rate per adapted tensor and inner step (Meta-SGD / MAML++).
-        backend: ``func`` or ``higher`` (same meta-gradient).
-        adapt_steps: inner steps when adapting after training (validation, ``adapt``); steps past
-            ``inner_steps`` reuse the last learned rates.
-        adapt_lr: a fixed rate for adaptation instead of the learned ones.
-        adapt_params: fnmatch patterns of model parameters adapted besides the speaker vector.
-        Others: see ``BaseLearner``.
+    Args: see ``BaseLearner`` (options: ``MAMLConfig``).
 
     Example::
 
@@ -106,26 +110,24 @@ class MAMLLearner(BaseLearner):
     """
 
     name = "maml"
-    data_mode = "episodic"
+    batches = TaskBatches()
     Config = MAMLConfig
 
-    def __init__(self, symbols: list[str], features: dict, speakers: list[str], model: dict, loss: dict, optim: dict,
-                 phonemes: bool = True, adapt_steps: int = 10, adapt_lr: Optional[float] = None,
-                 adapt_params: Optional[list[str]] = None, inner_steps: int = 3, inner_lr: float = 0.05,
-                 first_order: bool = False, learn_inner_lr: bool = True, backend: str = "func") -> None:
-        super().__init__(symbols, features, speakers, model, loss, optim, phonemes, adapt_steps, adapt_lr or inner_lr,
-                         adapt_params if adapt_params is not None else MAMLConfig().adapt_params)
-        self._store_hyperparameters()
+    def __init__(self, **sections: Any) -> None:
+        super().__init__(**sections)
+        c = self.config
+        inner_steps, inner_lr, backend = c.inner_steps, c.inner_lr, c.backend
+        self.adapt_lr = c.adapt_lr or inner_lr
         if backend not in BACKENDS:
             raise LightningTTSError(f"learner.backend must be one of {BACKENDS}, got {backend!r}")
         if inner_steps < 1:
             raise LightningTTSError(f"learner.inner_steps must be >= 1, got {inner_steps}")
-        self.inner_steps, self.first_order, self.backend = inner_steps, first_order, backend
-        self.fixed_adapt_lr = adapt_lr
+        self.inner_steps, self.first_order, self.backend = inner_steps, c.first_order, backend
+        self.fixed_adapt_lr = c.adapt_lr
         self.speaker_init = nn.Parameter(0.1 * torch.randn(self.model.speaker_dim))
         self.adapted_names = ["speaker"] + [f"model.{n}" for n in self.adaptable_parameters()]
         rates = torch.full((inner_steps, len(self.adapted_names)), float(inner_lr))
-        if learn_inner_lr:
+        if c.learn_inner_lr:
             self.inner_lrs = nn.Parameter(rates)
         else:
             self.register_buffer("inner_lrs", rates)
@@ -211,8 +213,7 @@ class MAMLLearner(BaseLearner):
 
     @staticmethod
     def _mel_l1(out: AcousticOutput, batch: UtteranceBatch) -> torch.Tensor:
-        from lightning_tts.models.losses import masked_l1
-
+        """Mel L1 of a teacher-forced pass over ``batch``."""
         return masked_l1(out.mel, batch.mels, batch.mel_lengths)
 
     # ---------------------------------------------------------------- Lightning steps
@@ -224,9 +225,9 @@ class MAMLLearner(BaseLearner):
         self.log_meta_batch(len(batch))
         return losses["loss"]
 
-    def validation_step(self, batch: TaskBatch, batch_idx: int) -> dict[str, torch.Tensor]:
+    def validation_step(self, batch: TaskBatch, batch_idx: int) -> Optional[ValidationExample]:
         """Adapt to each validation speaker's support set; score its query set."""
-        example: dict[str, torch.Tensor] = {}
+        example: Optional[ValidationExample] = None
         for task in batch.tasks():
             state = self.adapt(task.support)
             losses, out = self.acoustic_losses(task.query, state.speaker.expand(len(task.query), -1), state.params)
@@ -238,6 +239,10 @@ class MAMLLearner(BaseLearner):
     def initial_speaker(self) -> torch.Tensor:
         """The learned initial speaker vector."""
         return self.speaker_init
+
+    def adapt_start(self, support: UtteranceBatch) -> AdaptedState:
+        """The learned initialisation: the initial speaker vector, no parameter overrides."""
+        return AdaptedState(self.speaker_init)
 
     @torch.enable_grad()
     def adapt(self, support: UtteranceBatch, steps: Optional[int] = None, lr: Optional[float] = None,

@@ -5,24 +5,24 @@ After Santoro et al. (2016), "Meta-Learning with Memory-Augmented Neural Network
 addressing, least-recently-used access; see ``models/memory.py``). Per task:
 
 1. **Write.** A segment encoder turns each support utterance into one vector per ``segment`` frames
-   (~0.25 s at the default 16 kHz / hop 256). The task's memory starts from a learned initial state
+   (``segment`` x hop_length / sample_rate seconds). The task's memory starts from a learned initial state
    (``reset``) and the support segments are written in order with LRUA writes.
 2. **Read.** While synthesising a query, each *phone* forms a key from the (speaker-free) encoder
    output; its read vector is added to that phone's representation before the duration, pitch and
    length-regulated decoder (``AcousticModel(token_hook=...)``). Reads are per phone rather than per
    frame because (a) a phone's key is known before the durations are predicted, so the read can shape
    duration and pitch too, while the length regulator still gives every frame the read of its phone;
-   (b) it is ~7x fewer reads than frames on CPU, and (c) the read weights over (phones x slots) show
-   which support evidence each sound used. A global read with a learned key gives the speaker vector
+   (b) there are far fewer phones than frames, so far fewer reads; and (c) the read weights over
+   (phones x slots) show which support evidence each sound used. A global read with a learned key gives the speaker vector
    that drives the decoder's conditional layer norms.
 3. **Learn.** The loss is the query's acoustic loss (mel, duration, alignment) under the memory its
    own support wrote, plus ``evidence_weight`` x a GE2E loss (Wan et al., 2018) on the mean written
    vector of each support utterance, with the batch's tasks (distinct speakers) as classes. Why: with
    the acoustic loss alone (and also with an auxiliary regression of the query's long-term spectrum
-   from the memory) training was measured to collapse every written segment of every speaker onto
-   one direction (pairwise cosine > 0.99 after 800 steps), so held-out query loss was the same with
-   the speaker's own memory as with another speaker's (0.8726 vs 0.8734). The GE2E term makes the
-   evidence discriminative from the first step; the acoustic loss decides how it is read.
+   from the memory) training collapsed every written segment of every speaker onto one direction,
+   so held-out query loss was the same with the speaker's own memory as with another speaker's.
+   The GE2E term makes the evidence discriminative from the first step; the acoustic loss decides
+   how it is read.
 
 ``adapt`` writes the support set (no transcripts needed, so ``synthesize --reference`` works too) and
 stores the memory; optional fine-tune steps then tune the speaker vector and ``adapt_params`` with
@@ -33,42 +33,31 @@ an empty (freshly reset) memory (``val/mel_loss_empty``) and another task's memo
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from torch import nn
 
+from lightning_tts.data.plans import TaskBatches
 from lightning_tts.data.tasks import Task, TaskBatch, UtteranceBatch
 from lightning_tts.learners import register_learner
-from lightning_tts.learners.base import AdaptedState, BaseLearner, LearnerConfig
+from lightning_tts.learners.base import AdaptedState, BaseLearner, LearnerConfig, ValidationExample
 from lightning_tts.models.acoustic import AcousticOutput
-from lightning_tts.models.memory import ExternalMemory, MemoryState, select_tasks
-from lightning_tts.models.speaker_encoder import SegmentEncoder
+from lightning_tts.models.memory import ExternalMemory, MemoryConfig, MemoryState, select_tasks
+from lightning_tts.models.speaker_encoder import SegmentEncoder, SegmentEncoderConfig
 from lightning_tts.models.speaker_losses import GE2ELoss
 
 
 @dataclass
-class SegmentEncoderConfig:
-    """Arguments of ``models.speaker_encoder.SegmentEncoder`` (``dim`` is ``memory.dim``)."""
-
-    channels: int = 128
-    layers: int = 3
-    segment: int = 16
-
-
-@dataclass
-class MemoryConfig:
-    """Arguments of ``models.memory.ExternalMemory``."""
-
-    slots: int = 64
-    dim: int = 128
-    gamma: float = 0.95
-    learned_init: bool = True
-
-
-@dataclass
 class MANNConfig(LearnerConfig):
-    """Options of ``MANNLearner``."""
+    """Options of ``MANNLearner``.
+
+    Attributes:
+        evidence_weight: weight of the GE2E loss on the written evidence (0 turns it off).
+        memory: ``ExternalMemory`` shape (slots, dim, gamma, learned_init).
+        encoder: ``SegmentEncoder`` sizes (channels, layers, segment); its width is ``memory.dim``.
+        adapt_steps: fine-tune steps after writing (default 0: adapting is writing).
+    """
 
     name: str = "mann"
     adapt_steps: int = 0
@@ -81,12 +70,7 @@ class MANNConfig(LearnerConfig):
 class MANNLearner(BaseLearner):
     """Memory-augmented TTS learner: write the support set, read while synthesising.
 
-    Args:
-        evidence_weight: weight of the GE2E loss on the written evidence (0 turns it off).
-        memory: ``ExternalMemory`` arguments (slots, dim, gamma, learned_init).
-        encoder: ``SegmentEncoder`` arguments (channels, layers, segment).
-        adapt_steps: fine-tune steps after writing (default 0: adapting is writing).
-        Others: see ``BaseLearner``.
+    Args: see ``BaseLearner`` (options: ``MANNConfig``).
 
     Example::
 
@@ -94,24 +78,19 @@ class MANNLearner(BaseLearner):
     """
 
     name = "mann"
-    data_mode = "episodic"
+    batches = TaskBatches()
     Config = MANNConfig
 
-    def __init__(self, symbols: list[str], features: dict, speakers: list[str], model: dict, loss: dict, optim: dict,
-                 phonemes: bool = True, adapt_steps: int = 0, adapt_lr: float = 0.01,
-                 adapt_params: Optional[list[str]] = None, evidence_weight: float = 1.0, memory: Optional[dict] = None,
-                 encoder: Optional[dict] = None) -> None:
-        super().__init__(symbols, features, speakers, model, loss, optim, phonemes, adapt_steps, adapt_lr, adapt_params)
-        self._store_hyperparameters()
-        mem = {**vars(MemoryConfig()), **dict(memory or {})}
-        enc = {**vars(SegmentEncoderConfig()), **dict(encoder or {})}
-        self.memory = ExternalMemory(mem["slots"], mem["dim"], mem["gamma"], mem["learned_init"])
-        self.writer = SegmentEncoder(self.feature_params.n_mels, enc["channels"], enc["layers"], mem["dim"], enc["segment"])
-        self.key_proj = nn.Linear(self.model.dim, mem["dim"])
-        self.read_proj = nn.Linear(mem["dim"], self.model.dim)
-        self.speaker_key = nn.Parameter(0.1 * torch.randn(mem["dim"]))
-        self.speaker_out = nn.Linear(mem["dim"], self.model.speaker_dim)
-        self.evidence_weight = evidence_weight
+    def __init__(self, **sections: Any) -> None:
+        super().__init__(**sections)
+        mem = self.config.memory
+        self.memory = ExternalMemory(mem)
+        self.writer = SegmentEncoder(self.feature_params.n_mels, self.config.encoder, mem.dim)
+        self.key_proj = nn.Linear(self.model.dim, mem.dim)
+        self.read_proj = nn.Linear(mem.dim, self.model.dim)
+        self.speaker_key = nn.Parameter(0.1 * torch.randn(mem.dim))
+        self.speaker_out = nn.Linear(mem.dim, self.model.speaker_dim)
+        self.evidence_weight = self.config.evidence_weight
         self.evidence_loss = GE2ELoss()
         self._recorded: Optional[list[torch.Tensor]] = None  # read weights of the hook's calls, when recording
 
@@ -177,7 +156,7 @@ class MANNLearner(BaseLearner):
         self.log_meta_batch(len(batch))
         return losses["loss"]
 
-    def validation_step(self, batch: TaskBatch, batch_idx: int) -> dict[str, torch.Tensor]:
+    def validation_step(self, batch: TaskBatch, batch_idx: int) -> ValidationExample:
         """Query losses with the task's own memory, an empty memory, and the next task's memory."""
         state = self.write_support(batch.support, len(batch))
         own = self._query_memories(state, batch)
@@ -193,7 +172,7 @@ class MANNLearner(BaseLearner):
         self.log_losses("val", losses, batch_size=len(batch.query))
         example = self.example(batch.query, out)
         n = int(batch.query.token_lengths[0])
-        example["read_weights"] = expand_to_frames(weights[:n], out.durations[0, :n])
+        example.memory_reads = expand_to_frames(weights[:n], out.durations[0, :n])
         return example
 
     # ---------------------------------------------------------------- adaptation interface
@@ -204,17 +183,12 @@ class MANNLearner(BaseLearner):
 
     def adapt_start(self, support: UtteranceBatch) -> AdaptedState:
         """Write the support set into a fresh memory (transcripts are not used)."""
-        return self.state_from_memory(self.write_support(support, 1))
+        return self.reference_state(support.mels, support.mel_lengths)
 
-    def reference_state(self, mels: list[torch.Tensor]) -> AdaptedState:
-        """Zero-shot voice: write reference mels (T, n_mels) into a fresh memory."""
-        lengths = torch.tensor([len(m) for m in mels], device=self.device)
-        padded = nn.utils.rnn.pad_sequence([m.to(self.device) for m in mels], batch_first=True)
+    def reference_state(self, mels: torch.Tensor, lengths: torch.Tensor) -> AdaptedState:
+        """Zero-shot voice: write reference mels (K, T, n_mels) into a fresh memory (``ReferenceCloning``)."""
         with torch.no_grad():
-            vectors, mask = self.writer(padded, lengths)
-            state = self.memory.write_sequence(self.memory.reset(1, self.device, vectors.dtype),
-                                               vectors.reshape(1, -1, vectors.shape[-1]), mask.reshape(1, -1))
-            return self.state_from_memory(state)
+            return self.state_from_memory(self._write(*self.writer(mels, lengths), 1))
 
     def initial_speaker(self) -> torch.Tensor:
         """The speaker vector of an empty (freshly reset) memory."""

@@ -24,15 +24,15 @@ from typing import Any, Optional
 import numpy as np
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig
 from torch import nn
 
+from lightning_tts.data.plans import SpeakerBatches
 from lightning_tts.data.tasks import UtteranceBatch
 from lightning_tts.errors import LightningTTSError
-from lightning_tts.learners import register_learner
-from lightning_tts.learners.base import AdaptedState, BaseLearner, LearnerConfig
-from lightning_tts.metrics import equal_error_rate
-from lightning_tts.models.speaker_encoder import SpeakerEncoder
+from lightning_tts.learners import load_learner, register_learner
+from lightning_tts.learners.base import AdaptedState, BaseLearner, LearnerConfig, ValidationExample
+from lightning_tts.metrics import verification_scores
+from lightning_tts.models.speaker_encoder import SpeakerEncoder, SpeakerEncoderConfig
 from lightning_tts.models.speaker_losses import MINING, GE2ELoss, contrastive_loss, triplet_loss
 
 LOSSES = ("contrastive", "triplet", "ge2e")
@@ -40,18 +40,21 @@ ENCODER_MODES = ("joint", "separate", "frozen")
 
 
 @dataclass
-class SpeakerEncoderConfig:
-    """Arguments of ``models.speaker_encoder.SpeakerEncoder`` (``n_mels`` comes from the features)."""
-
-    channels: int = 256
-    layers: int = 4
-    dim: int = 128
-    window: int = 160
-
-
-@dataclass
 class MetricConfig(LearnerConfig):
-    """Options of ``MetricLearner``."""
+    """Options of ``MetricLearner``.
+
+    Attributes:
+        metric_loss: ``contrastive``, ``triplet`` or ``ge2e``.
+        mining: triplet mining: ``all``, ``batch_hard`` or ``semi_hard``.
+        margin: contrastive/triplet margin (Euclidean, embeddings on the unit sphere).
+        metric_weight: weight of the metric loss.
+        tts_weight: weight of the acoustic loss (0: train the speaker encoder only).
+        encoder_mode: ``joint``, ``separate`` or ``frozen`` (see the module docstring).
+        encoder_checkpoint: a metric checkpoint whose encoder initialises this one (required by
+            ``frozen``; read when training starts, never when loading this checkpoint).
+        encoder: ``SpeakerEncoder`` sizes.
+        adapt_steps: fine-tune steps after the zero-shot embedding (default 0: zero-shot).
+    """
 
     name: str = "metric"
     adapt_steps: int = 0
@@ -84,18 +87,7 @@ def name_labels(names: list[str], device: torch.device) -> torch.Tensor:
 class MetricLearner(BaseLearner):
     """Speaker-encoder metric learning + zero-shot TTS conditioned on the encoder's embedding.
 
-    Args:
-        metric_loss: ``contrastive``, ``triplet`` or ``ge2e``.
-        mining: triplet mining: ``all``, ``batch_hard`` or ``semi_hard``.
-        margin: contrastive/triplet margin (Euclidean, embeddings on the unit sphere).
-        metric_weight: weight of the metric loss.
-        tts_weight: weight of the acoustic loss (0: train the speaker encoder only).
-        encoder_mode: ``joint``, ``separate`` or ``frozen`` (see the module docstring).
-        encoder_checkpoint: a metric checkpoint whose encoder initialises this one (required by
-            ``frozen``; read only when training starts, never when loading this checkpoint).
-        encoder: ``SpeakerEncoder`` arguments.
-        adapt_steps: fine-tune steps after the zero-shot embedding (default 0: zero-shot).
-        Others: see ``BaseLearner``.
+    Args: see ``BaseLearner`` (options: ``MetricConfig``).
 
     Example::
 
@@ -103,18 +95,14 @@ class MetricLearner(BaseLearner):
     """
 
     name = "metric"
-    data_mode = "speakers"
+    batches = SpeakerBatches()
     Config = MetricConfig
-    has_speaker_encoder = True
 
-    def __init__(self, symbols: list[str], features: dict, speakers: list[str], model: dict, loss: dict, optim: dict,
-                 phonemes: bool = True, adapt_steps: int = 0, adapt_lr: float = 0.01,
-                 adapt_params: Optional[list[str]] = None, metric_loss: str = "ge2e", mining: str = "batch_hard",
-                 margin: float = 0.3, metric_weight: float = 1.0, tts_weight: float = 1.0,
-                 encoder_mode: str = "separate", encoder_checkpoint: Optional[str] = None,
-                 encoder: Optional[dict] = None) -> None:
-        super().__init__(symbols, features, speakers, model, loss, optim, phonemes, adapt_steps, adapt_lr, adapt_params)
-        self._store_hyperparameters()
+    def __init__(self, **sections: Any) -> None:
+        super().__init__(**sections)
+        c = self.config
+        metric_loss, mining, encoder_mode = c.metric_loss, c.mining, c.encoder_mode
+        metric_weight, tts_weight = c.metric_weight, c.tts_weight
         if metric_loss not in LOSSES:
             raise LightningTTSError(f"learner.metric_loss must be one of {LOSSES}, got {metric_loss!r}")
         if mining not in MINING:
@@ -125,9 +113,10 @@ class MetricLearner(BaseLearner):
             raise LightningTTSError("learner.encoder_mode=frozen trains nothing with learner.tts_weight=0")
         if tts_weight <= 0 and metric_weight <= 0:
             raise LightningTTSError("learner.metric_weight and learner.tts_weight are both 0: nothing to train")
-        self.metric_loss, self.mining, self.margin = metric_loss, mining, margin
+        self.metric_loss, self.mining, self.margin = metric_loss, mining, c.margin
         self.metric_weight, self.tts_weight, self.encoder_mode = metric_weight, tts_weight, encoder_mode
-        self.encoder = SpeakerEncoder(self.feature_params.n_mels, **dict(encoder or {}))
+        self.synthesizes = tts_weight > 0
+        self.encoder = SpeakerEncoder(self.feature_params.n_mels, c.encoder)
         self.speaker_proj = nn.Linear(self.encoder.dim, self.model.speaker_dim)
         self.ge2e = GE2ELoss() if metric_loss == "ge2e" else None
         # parameters no loss reaches are frozen, so DDP needs no find_unused_parameters
@@ -141,34 +130,31 @@ class MetricLearner(BaseLearner):
             p.requires_grad_(self.trains_metric)
         self._val_rows: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
-    @classmethod
-    def from_config(cls, cfg: DictConfig, speakers: list[str], symbols: list[str]) -> "MetricLearner":
-        """As ``BaseLearner.from_config``; also loads ``encoder_checkpoint`` into the encoder.
+    def setup(self, stage: str) -> None:
+        """Before training: load ``encoder_checkpoint`` into the encoder (a resumed run's own
+        checkpoint is restored after this, so it wins).
 
         Raises:
             LightningTTSError: ``frozen`` without a checkpoint, or a checkpoint without a matching encoder.
         """
-        from lightning_tts.learners import load_learner
-
-        learner = super().from_config(cfg, speakers, symbols)
-        assert isinstance(learner, MetricLearner)
-        path = learner.hparams.get("encoder_checkpoint")
-        if learner.encoder_mode == "frozen" and not path:
+        if stage != "fit":
+            return
+        path = self.config.encoder_checkpoint
+        if self.encoder_mode == "frozen" and not path:
             raise LightningTTSError("learner.encoder_mode=frozen needs learner.encoder_checkpoint=PATH (a metric run)")
         if path:
             source = load_learner(path)
             if not isinstance(source, MetricLearner):
                 raise LightningTTSError(f"learner.encoder_checkpoint {path} is a {source.name} checkpoint, not metric")
             try:
-                learner.encoder.load_state_dict(source.encoder.state_dict())
+                self.encoder.load_state_dict(source.encoder.state_dict())
             except RuntimeError as err:
                 raise LightningTTSError(f"learner.encoder_checkpoint {path}: its encoder has other sizes than "
                                         f"learner.encoder ({str(err).splitlines()[0]})") from err
-        return learner
 
     # ---------------------------------------------------------------- embeddings and losses
     def embed_utterances(self, mels: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """(B, T, n_mels), (B,) -> (B, D): whole utterances, averaged over partial windows."""
+        """(B, T, n_mels), (B,) -> (B, D): whole utterances, averaged over partial windows (``SpeakerEncoding``)."""
         return self.encoder.embed(mels, lengths)
 
     def metric_losses(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -209,7 +195,7 @@ class MetricLearner(BaseLearner):
             self.log("train/ge2e_w", self.ge2e.w.detach(), on_step=True, on_epoch=False)
         return total
 
-    def validation_step(self, batch: UtteranceBatch, batch_idx: int) -> dict[str, torch.Tensor]:
+    def validation_step(self, batch: UtteranceBatch, batch_idx: int) -> Optional[ValidationExample]:
         """Embed held-out speakers' fixed utterances (EER and silhouette at epoch end); zero-shot mel loss."""
         return self._evaluation_step(batch, "val")
 
@@ -223,12 +209,12 @@ class MetricLearner(BaseLearner):
     def on_test_epoch_end(self) -> None:
         self._log_verification("test")
 
-    def _evaluation_step(self, batch: UtteranceBatch, stage: str) -> dict[str, torch.Tensor]:
+    def _evaluation_step(self, batch: UtteranceBatch, stage: str) -> Optional[ValidationExample]:
         labels = name_labels(batch.speakers, batch.mels.device)
         embeddings = self.embed_utterances(batch.mels, batch.mel_lengths)
         self._val_rows.append((embeddings.detach().float(), labels, name_labels(batch.utterance_ids, labels.device)))
         if self.tts_weight <= 0:
-            return {}
+            return None
         losses, out = self._zero_shot_losses(batch, embeddings, labels)
         self.log_losses(stage, losses, batch_size=len(batch))
         return self.example(batch, out)
@@ -258,16 +244,13 @@ class MetricLearner(BaseLearner):
         gathered = self.all_gather(padded)  # (W, max, ...)
         return torch.cat([gathered[r, : int(c)] for r, c in enumerate(counts)])
 
-    @property
-    def synthesizes(self) -> bool:
-        return self.tts_weight > 0
-
     def checkpoint_monitor(self) -> tuple[str, str]:
         return ("val/mel_loss", "min") if self.tts_weight > 0 else ("val/eer", "min")
 
     # ---------------------------------------------------------------- adaptation interface
-    def reference_state(self, mels: list[torch.Tensor]) -> AdaptedState:
-        """Zero-shot voice: the normalised mean embedding of reference mels (T, n_mels), projected.
+    def reference_state(self, mels: torch.Tensor, lengths: torch.Tensor) -> AdaptedState:
+        """Zero-shot voice: the normalised mean embedding of reference mels (K, T, n_mels), projected
+        (``ReferenceCloning``).
 
         Raises:
             LightningTTSError: a speaker-encoder-only checkpoint (``tts_weight=0``).
@@ -275,26 +258,11 @@ class MetricLearner(BaseLearner):
         if not self.synthesizes:
             raise LightningTTSError("this metric checkpoint is a speaker encoder only (learner.tts_weight=0): "
                                     "it cannot synthesise; use it for embed or fewshot.speaker_encoder")
-        lengths = torch.tensor([len(m) for m in mels], device=self.device)
-        padded = nn.utils.rnn.pad_sequence([m.to(self.device) for m in mels], batch_first=True)
         with torch.no_grad():
-            centroid = F.normalize(self.embed_utterances(padded, lengths).mean(0), dim=-1)
+            centroid = F.normalize(self.embed_utterances(mels, lengths).mean(0), dim=-1)
             return AdaptedState(self.speaker_vectors(centroid[None])[0], extras={"embedding": centroid})
 
     def adapt_start(self, support: UtteranceBatch) -> AdaptedState:
         """The zero-shot voice of the support recordings (fine-tuning, if any, starts here)."""
-        return self.reference_state([support.mels[i, : int(support.mel_lengths[i])] for i in range(len(support))])
+        return self.reference_state(support.mels, support.mel_lengths)
 
-    def initial_speaker(self) -> torch.Tensor:
-        """The projection of the mean training-speaker direction is not stored: use ``adapt_start``."""
-        raise LightningTTSError("the metric learner starts from the support set's embedding (adapt), not a fixed vector")
-
-
-def verification_scores(embeddings: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-    """(EER over every pair, cosine silhouette) of unit-length (N, D) embeddings with (N,) labels."""
-    from sklearn.metrics import silhouette_score
-
-    scores = embeddings @ embeddings.T
-    i, j = np.triu_indices(len(labels), k=1)
-    eer, _ = equal_error_rate(scores[i, j], (labels[i] == labels[j]).astype(np.int64))
-    return eer, float(silhouette_score(embeddings, labels, metric="cosine"))

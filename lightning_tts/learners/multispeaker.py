@@ -7,15 +7,16 @@ the new speaker's K utterances. Every meta-learner must beat it at equal adaptat
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any
 
 import torch
 from torch import nn
 
+from lightning_tts.data.plans import UtteranceBatches
 from lightning_tts.data.tasks import UtteranceBatch
-from lightning_tts.learners import register_learner
-from lightning_tts.learners.base import AdaptedState, BaseLearner, LearnerConfig
 from lightning_tts.errors import LightningTTSError
+from lightning_tts.learners import register_learner
+from lightning_tts.learners.base import AdaptedState, BaseLearner, LearnerConfig, ValidationExample
 
 
 @dataclass
@@ -29,19 +30,16 @@ class MultiSpeakerConfig(LearnerConfig):
 class MultiSpeakerLearner(BaseLearner):
     """Multi-speaker FastPitch-style training on utterance batches; adapts by fine-tuning.
 
-    Args: see ``BaseLearner``.
+    Args: see ``BaseLearner`` (options: ``MultiSpeakerConfig``).
     """
 
     name = "multispeaker"
-    data_mode = "utterance"
+    batches = UtteranceBatches()
     Config = MultiSpeakerConfig
 
-    def __init__(self, symbols: list[str], features: dict, speakers: list[str], model: dict, loss: dict, optim: dict,
-                 phonemes: bool = True, adapt_steps: int = 20, adapt_lr: float = 0.01,
-                 adapt_params: Optional[list[str]] = None) -> None:
-        super().__init__(symbols, features, speakers, model, loss, optim, phonemes, adapt_steps, adapt_lr, adapt_params)
-        self._store_hyperparameters()
-        self.speaker_table = nn.Embedding(len(speakers), self.model.speaker_dim)
+    def __init__(self, **sections: Any) -> None:
+        super().__init__(**sections)
+        self.speaker_table = nn.Embedding(len(self.speakers), self.model.speaker_dim)
         nn.init.normal_(self.speaker_table.weight, std=0.3)
 
     def training_step(self, batch: UtteranceBatch, batch_idx: int) -> torch.Tensor:
@@ -49,7 +47,7 @@ class MultiSpeakerLearner(BaseLearner):
         self.log_losses("train", losses, batch_size=len(batch))
         return losses["loss"]
 
-    def validation_step(self, batch: UtteranceBatch, batch_idx: int) -> dict[str, torch.Tensor]:
+    def validation_step(self, batch: UtteranceBatch, batch_idx: int) -> ValidationExample:
         """Held-out utterances of training speakers (teacher-forced durations)."""
         losses, out = self.acoustic_losses(batch, self.speaker_table(batch.speaker_ids))
         self.log_losses("val", losses, batch_size=len(batch))
@@ -59,7 +57,12 @@ class MultiSpeakerLearner(BaseLearner):
         """The mean training speaker vector."""
         return self.speaker_table.weight.mean(dim=0)
 
+    def adapt_start(self, support: UtteranceBatch) -> AdaptedState:
+        """Fine-tuning starts from the mean training speaker, with no parameter overrides."""
+        return AdaptedState(self.initial_speaker())
+
     def speaker_state(self, speaker: str) -> AdaptedState:
+        """The table vector of a training speaker (``SpeakerTable``)."""
         if speaker not in self.speakers:
             shown = ", ".join(self.speakers[:8]) + (" ..." if len(self.speakers) > 8 else "")
             raise LightningTTSError(f"unknown speaker {speaker!r}; training speakers: {shown}")

@@ -205,12 +205,11 @@ def average_over_durations(values: torch.Tensor, durations: torch.Tensor, nonzer
     return torch.where(n > 0, total / n.clamp_min(1), torch.zeros_like(total))
 
 
-class AcousticModel(nn.Module):
-    """Tokens + speaker vector -> log-mel, with jointly learned durations.
+@dataclass
+class ModelConfig:
+    """Sizes and options of ``AcousticModel`` (the ``model`` config section; presets in conf/model/).
 
-    Args:
-        n_symbols: size of the symbol table.
-        n_mels: mel channels.
+    Attributes:
         dim: model width.
         heads: attention heads.
         encoder_layers: FFT blocks in the encoder.
@@ -223,29 +222,51 @@ class AcousticModel(nn.Module):
         aligner_channels: attention space of the aligner.
         aligner_temperature: distance scale of the aligner.
         prior_scale: beta-binomial prior scale (larger = more diagonal).
+    """
+
+    dim: int = 128
+    heads: int = 2
+    encoder_layers: int = 2
+    decoder_layers: int = 2
+    ffn_dim: int = 256
+    kernel_size: int = 3
+    dropout: float = 0.1
+    speaker_dim: int = 64
+    predictor_channels: int = 128
+    aligner_channels: int = 80
+    aligner_temperature: float = 0.0005
+    prior_scale: float = 1.0
+
+
+class AcousticModel(nn.Module):
+    """Tokens + speaker vector -> log-mel, with jointly learned durations.
+
+    Args:
+        config: sizes and options (``ModelConfig``).
+        n_symbols: size of the symbol table.
+        n_mels: mel channels.
         pitch: predict and condition on per-token pitch (needs pitch features).
         energy: predict and condition on per-token energy (needs energy features).
     """
 
-    def __init__(self, n_symbols: int, n_mels: int = 80, dim: int = 128, heads: int = 2, encoder_layers: int = 2,
-                 decoder_layers: int = 2, ffn_dim: int = 256, kernel_size: int = 3, dropout: float = 0.1,
-                 speaker_dim: int = 64, predictor_channels: int = 128, aligner_channels: int = 80,
-                 aligner_temperature: float = 0.0005, prior_scale: float = 1.0, pitch: bool = False,
+    def __init__(self, config: ModelConfig, n_symbols: int, n_mels: int = 80, pitch: bool = False,
                  energy: bool = False) -> None:
         super().__init__()
-        self.n_mels, self.dim, self.speaker_dim, self.prior_scale = n_mels, dim, speaker_dim, prior_scale
-        self.embedding = nn.Embedding(n_symbols, dim, padding_idx=0)
-        self.encoder = nn.ModuleList(FFTBlock(dim, heads, ffn_dim, kernel_size, dropout) for _ in range(encoder_layers))
-        self.speaker_proj = nn.Linear(speaker_dim, dim)
-        self.duration_predictor = VariancePredictor(dim, predictor_channels, dropout=dropout)
-        self.pitch_predictor = VariancePredictor(dim, predictor_channels, dropout=dropout) if pitch else None
-        self.pitch_embedding = nn.Conv1d(1, dim, 3, padding=1) if pitch else None
-        self.energy_predictor = VariancePredictor(dim, predictor_channels, dropout=dropout) if energy else None
-        self.energy_embedding = nn.Conv1d(1, dim, 3, padding=1) if energy else None
-        self.decoder = nn.ModuleList(FFTBlock(dim, heads, ffn_dim, kernel_size, dropout, speaker_dim=speaker_dim)
-                                     for _ in range(decoder_layers))
-        self.mel_out = nn.Linear(dim, n_mels)
-        self.aligner = AlignmentEncoder(n_mels, dim, aligner_channels, aligner_temperature)
+        c = config
+        self.n_mels, self.dim, self.speaker_dim, self.prior_scale = n_mels, c.dim, c.speaker_dim, c.prior_scale
+        self.embedding = nn.Embedding(n_symbols, c.dim, padding_idx=0)
+        self.encoder = nn.ModuleList(FFTBlock(c.dim, c.heads, c.ffn_dim, c.kernel_size, c.dropout)
+                                     for _ in range(c.encoder_layers))
+        self.speaker_proj = nn.Linear(c.speaker_dim, c.dim)
+        self.duration_predictor = VariancePredictor(c.dim, c.predictor_channels, dropout=c.dropout)
+        self.pitch_predictor = VariancePredictor(c.dim, c.predictor_channels, dropout=c.dropout) if pitch else None
+        self.pitch_embedding = nn.Conv1d(1, c.dim, 3, padding=1) if pitch else None
+        self.energy_predictor = VariancePredictor(c.dim, c.predictor_channels, dropout=c.dropout) if energy else None
+        self.energy_embedding = nn.Conv1d(1, c.dim, 3, padding=1) if energy else None
+        self.decoder = nn.ModuleList(FFTBlock(c.dim, c.heads, c.ffn_dim, c.kernel_size, c.dropout, speaker_dim=c.speaker_dim)
+                                     for _ in range(c.decoder_layers))
+        self.mel_out = nn.Linear(c.dim, n_mels)
+        self.aligner = AlignmentEncoder(n_mels, c.dim, c.aligner_channels, c.aligner_temperature)
 
     def speaker_parameter_names(self) -> list[str]:
         """Parameters that condition on the speaker: speaker projection + decoder conditional norms."""

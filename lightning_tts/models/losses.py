@@ -1,6 +1,8 @@
 """Training losses of the acoustic model, one small class each."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
@@ -15,10 +17,11 @@ def masked_l1(pred: torch.Tensor, target: torch.Tensor, lengths: torch.Tensor) -
     return (torch.abs(pred[:, :t] - target[:, :t]) * mask).sum() / (mask.sum() * pred.shape[2]).clamp_min(1.0)
 
 
-class AcousticLoss(nn.Module):
-    """mel L1 + duration MSE (log domain) + forward-sum alignment + warmed-up binarisation (+ pitch/energy).
+@dataclass
+class LossConfig:
+    """Weights and schedule of ``AcousticLoss`` (the ``loss`` config section).
 
-    Args:
+    Attributes:
         duration_weight: weight of the log-duration MSE.
         align_weight: weight of the forward-sum (CTC) alignment loss.
         bin_weight: final weight of the binarisation loss.
@@ -27,11 +30,26 @@ class AcousticLoss(nn.Module):
         variance_weight: weight of the pitch and energy MSEs.
     """
 
-    def __init__(self, duration_weight: float = 0.1, align_weight: float = 1.0, bin_weight: float = 1.0,
-                 bin_start: int = 300, bin_warmup: int = 300, variance_weight: float = 0.1) -> None:
+    duration_weight: float = 0.1
+    align_weight: float = 1.0
+    bin_weight: float = 1.0
+    bin_start: int = 300
+    bin_warmup: int = 300
+    variance_weight: float = 0.1
+
+
+class AcousticLoss(nn.Module):
+    """mel L1 + duration MSE (log domain) + forward-sum alignment + warmed-up binarisation (+ pitch/energy).
+
+    Args:
+        config: weights and schedule (``LossConfig``).
+    """
+
+    def __init__(self, config: LossConfig) -> None:
         super().__init__()
-        self.duration_weight, self.align_weight, self.bin_weight = duration_weight, align_weight, bin_weight
-        self.bin_start, self.bin_warmup, self.variance_weight = bin_start, bin_warmup, variance_weight
+        c = config
+        self.duration_weight, self.align_weight, self.bin_weight = c.duration_weight, c.align_weight, c.bin_weight
+        self.bin_start, self.bin_warmup, self.variance_weight = c.bin_start, c.bin_warmup, c.variance_weight
         self.forward_sum = ForwardSumLoss()
 
     def bin_scale(self, step: int) -> float:

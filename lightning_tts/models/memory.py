@@ -42,21 +42,35 @@ class MemoryState:
     write_weights: torch.Tensor
 
 
-class ExternalMemory(nn.Module):
-    """Content-addressed memory with least-recently-used writes.
+@dataclass
+class MemoryConfig:
+    """Shape and options of ``ExternalMemory`` (the memory-augmented learner's ``learner.memory``).
 
-    Args:
+    Attributes:
         slots: N.
         dim: D.
         gamma: usage forget factor in [0, 1].
         learned_init: start each task from a learned (N, D) memory instead of zeros.
+    """
+
+    slots: int = 64
+    dim: int = 128
+    gamma: float = 0.95
+    learned_init: bool = True
+
+
+class ExternalMemory(nn.Module):
+    """Content-addressed memory with least-recently-used writes.
+
+    Args:
+        config: shape and options (``MemoryConfig``).
         beta: initial key strength (the learned ``softplus(b)`` starts here).
         gate: initial write-gate logit ``a``.
     """
 
-    def __init__(self, slots: int, dim: int, gamma: float = 0.95, learned_init: bool = True, beta: float = 5.0,
-                 gate: float = 0.0) -> None:
+    def __init__(self, config: MemoryConfig, beta: float = 5.0, gate: float = 0.0) -> None:
         super().__init__()
+        slots, dim, gamma, learned_init = config.slots, config.dim, config.gamma, config.learned_init
         if slots < 1 or dim < 1:
             raise ValueError(f"memory needs slots >= 1 and dim >= 1, got {slots} x {dim}")
         if not 0.0 <= gamma <= 1.0:

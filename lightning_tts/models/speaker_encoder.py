@@ -8,6 +8,8 @@ reference costs no more memory than ``window`` frames at a time.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -40,24 +42,38 @@ class FrameEncoder(nn.Module):
         return h
 
 
-class SpeakerEncoder(nn.Module):
-    """Mel frames -> unit-length speaker embedding.
+@dataclass
+class SpeakerEncoderConfig:
+    """Sizes of ``SpeakerEncoder`` (a metric learner's ``learner.encoder`` section).
 
-    Args:
-        n_mels: mel channels of the input.
+    Attributes:
         channels: convolution channels.
         layers: convolution layers.
         dim: embedding size.
         window: frames per partial window in ``embed`` (and the training crop length).
     """
 
-    def __init__(self, n_mels: int = 80, channels: int = 256, layers: int = 4, dim: int = 128, window: int = 160) -> None:
+    channels: int = 256
+    layers: int = 4
+    dim: int = 128
+    window: int = 160
+
+
+class SpeakerEncoder(nn.Module):
+    """Mel frames -> unit-length speaker embedding.
+
+    Args:
+        n_mels: mel channels of the input.
+        config: sizes (``SpeakerEncoderConfig``).
+    """
+
+    def __init__(self, n_mels: int, config: SpeakerEncoderConfig) -> None:
         super().__init__()
-        if window < 8:
-            raise ValueError(f"speaker encoder window must be >= 8 frames, got {window}")
-        self.dim, self.window = dim, window
-        self.frames = FrameEncoder(n_mels, channels, layers)
-        self.proj = nn.Linear(2 * channels, dim)
+        if config.window < 8:
+            raise ValueError(f"speaker encoder window must be >= 8 frames, got {config.window}")
+        self.dim, self.window = config.dim, config.window
+        self.frames = FrameEncoder(n_mels, config.channels, config.layers)
+        self.proj = nn.Linear(2 * config.channels, config.dim)
 
     def forward(self, mels: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Embed whole utterances.
@@ -122,25 +138,38 @@ class SpeakerEncoder(nn.Module):
         return crops, lengths.clamp_max(width)
 
 
+@dataclass
+class SegmentEncoderConfig:
+    """Sizes of ``SegmentEncoder`` (the memory-augmented learner's ``learner.encoder`` section).
+
+    Attributes:
+        channels: convolution channels.
+        layers: convolution layers.
+        segment: frames averaged into one vector.
+    """
+
+    channels: int = 128
+    layers: int = 3
+    segment: int = 16
+
+
 class SegmentEncoder(nn.Module):
     """Mel frames -> one unit-length vector per ``segment`` frames (the evidence a memory-augmented
     learner writes). Unit length, so that a write's evidence is its direction, not its size.
 
     Args:
         n_mels: mel channels of the input.
-        channels: convolution channels.
-        layers: convolution layers.
-        dim: vector size.
-        segment: frames averaged into one vector.
+        config: sizes (``SegmentEncoderConfig``).
+        dim: vector size (the memory's width).
     """
 
-    def __init__(self, n_mels: int, channels: int, layers: int, dim: int, segment: int = 16) -> None:
+    def __init__(self, n_mels: int, config: SegmentEncoderConfig, dim: int) -> None:
         super().__init__()
-        if segment < 1:
-            raise ValueError(f"segment must be >= 1 frame, got {segment}")
-        self.segment = segment
-        self.frames = FrameEncoder(n_mels, channels, layers)
-        self.proj = nn.Linear(channels, dim)
+        if config.segment < 1:
+            raise ValueError(f"segment must be >= 1 frame, got {config.segment}")
+        self.segment = config.segment
+        self.frames = FrameEncoder(n_mels, config.channels, config.layers)
+        self.proj = nn.Linear(config.channels, dim)
 
     def forward(self, mels: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """mels (B, T, n_mels), lengths (B,) -> (B, S, dim) unit segment vectors and (B, S) mask of real

@@ -1,12 +1,20 @@
-"""Mel -> waveform. Griffin-Lim (torchaudio) by default, behind a small interface a neural vocoder can fill."""
+"""Mel -> waveform, behind one seam: ``build_vocoder(VocoderConfig, FeatureParams)``.
+
+Everything that makes audio (``synthesize``, ``evaluate``, the few-shot callback, benchmarks) asks
+``build_vocoder`` for a ``Vocoder``; the ``vocoder`` config section names it (``vocoder.name``) and
+carries each vocoder's options in a sub-section of its own. Griffin-Lim is the first entry. Adding a
+vocoder = its module in ``models/`` + a field of ``VocoderConfig`` + an entry in ``VOCODERS``.
+"""
 from __future__ import annotations
 
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
 
 import torch
 import torchaudio
 
 from lightning_tts.audio import FeatureParams
+from lightning_tts.errors import ConfigError
 
 
 class Vocoder(Protocol):
@@ -17,6 +25,30 @@ class Vocoder(Protocol):
     def __call__(self, mel: torch.Tensor) -> torch.Tensor:
         """(T, n_mels) log-mel -> (T * hop_length,) waveform in [-1, 1]."""
         ...
+
+
+@dataclass
+class GriffinLimConfig:
+    """Options of ``GriffinLimVocoder`` (``vocoder.griffin_lim``).
+
+    Attributes:
+        iters: Griffin-Lim iterations.
+    """
+
+    iters: int = 32
+
+
+@dataclass
+class VocoderConfig:
+    """The ``vocoder`` config section: which vocoder turns mels into audio, and each one's options.
+
+    Attributes:
+        name: a key of ``VOCODERS``.
+        griffin_lim: options of ``griffin_lim``.
+    """
+
+    name: str = "griffin_lim"
+    griffin_lim: GriffinLimConfig = field(default_factory=GriffinLimConfig)
 
 
 class GriffinLimVocoder(torch.nn.Module):
@@ -54,3 +86,19 @@ class GriffinLimVocoder(torch.nn.Module):
         wav = self.griffin_lim(magnitude)[: max(frames, 1) * self.hop_length]
         peak = wav.abs().max()
         return wav * (0.99 / peak) if peak > 0.99 else wav
+
+
+VOCODERS: dict[str, Callable[[VocoderConfig, FeatureParams], Vocoder]] = {
+    "griffin_lim": lambda config, params: GriffinLimVocoder(params, config.griffin_lim.iters),
+}
+
+
+def build_vocoder(config: VocoderConfig, params: FeatureParams) -> Vocoder:
+    """The vocoder named by ``config.name`` for mels of ``params``.
+
+    Raises:
+        ConfigError: an unknown vocoder name.
+    """
+    if config.name not in VOCODERS:
+        raise ConfigError(f"unknown vocoder.name {config.name!r}; available: {', '.join(sorted(VOCODERS))}")
+    return VOCODERS[config.name](config, params)

@@ -1,0 +1,10 @@
+"""Offline few-shot evaluation: adapt every checkpoint to each test speaker for every (shots, steps),
+synthesise a fixed query set, and score it against the recordings.
+
+- ``judges``: speaker-embedding functions that grade speaker similarity (an evaluation encoder);
+- ``speaker_sets``: the fixed per-speaker support pools and query sets, and support batches;
+- ``scoring``: ``score_pair``, the one scoring function (``evaluate`` and the few-shot callback);
+- ``stats``: means and confidence intervals;
+- ``grid``: the shots x steps grid over checkpoints (``run_evaluation``);
+- ``report``: results as CSV, Markdown tables and adaptation curves.
+"""

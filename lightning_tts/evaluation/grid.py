@@ -1,0 +1,163 @@
+"""The few-shot grid: every checkpoint x shots x adaptation steps on the test speakers.
+
+For each test speaker a seeded permutation of its utterances gives a fixed query set (the first
+``data.tasks.queries``) and a support pool (the next ``max(shots)``; K shots use the first K),
+identical for every checkpoint and every grid. Each query text is synthesised free-running (predicted
+durations), vocoded by the configured vocoder (``vocoder`` section) and scored against the recording
+by ``scoring.score_pair``: MCD-DTW, F0 RMSE and V/UV error (on the DTW path), PESQ and STOI (whose
+signals are not time-aligned here, so they measure more than voice quality; read them together with
+the vocoder-ceiling row), and, when ``fewshot.speaker_encoder`` names an evaluation encoder
+checkpoint (a ``metric`` run trained apart from the models under test), speaker similarity
+``speaker_sim``: the cosine between the encoder's embeddings of the recording and the synthesis.
+Two reference rows: ground truth (the recording against itself: each metric's best value) and the
+vocoder ceiling (ground-truth mel -> vocoder).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+from omegaconf import DictConfig
+
+from lightning_tts.atomic import file_sha256, require_parent
+from lightning_tts.audio import FeatureExtractor, FeatureParams, read_audio
+from lightning_tts.data.corpora import Utterance
+from lightning_tts.data.datamodule import build_datamodule
+from lightning_tts.data.plans import TaskBatches
+from lightning_tts.errors import DataError, LightningTTSError
+from lightning_tts.evaluation.judges import Embedder, speaker_embedder
+from lightning_tts.evaluation.report import write_report
+from lightning_tts.evaluation.scoring import metric_names, score_pair, similarity_to
+from lightning_tts.evaluation.speaker_sets import SpeakerSet, fixed_speaker_sets, support_batch
+from lightning_tts.evaluation.stats import mean_ci
+from lightning_tts.learners import load_learner
+from lightning_tts.learners.base import BaseLearner
+from lightning_tts.models.vocoder import VocoderConfig, build_vocoder
+from lightning_tts.schema import build, to_container
+
+
+class Evaluator:
+    """Runs the grid; one instance per evaluation.
+
+    Args:
+        sets: the fixed per-speaker support/query sets.
+        sample_rate: the feature sample rate (all checkpoints must share it).
+        vocoder: which vocoder makes the audio.
+        progress: called with a short description after each scored cell.
+        embed: the evaluation encoder's embedding function (adds ``speaker_sim``).
+    """
+
+    def __init__(self, sets: list[SpeakerSet], sample_rate: int, vocoder: VocoderConfig,
+                 progress: Optional[Callable[[str], None]] = None, embed: Optional[Embedder] = None) -> None:
+        self.sets, self.sample_rate, self.vocoder, self.embed = sets, sample_rate, vocoder, embed
+        self.metrics = metric_names(embed is not None)
+        self.progress = progress or (lambda _: None)
+        self._audio: dict[str, torch.Tensor] = {}
+        self._embeddings: dict[str, torch.Tensor] = {}
+
+    def recording(self, utt: Utterance) -> torch.Tensor:
+        """The reference waveform at the evaluation sample rate (cached)."""
+        if utt.utterance_id not in self._audio:
+            self._audio[utt.utterance_id] = read_audio(utt.path, self.sample_rate)
+        return self._audio[utt.utterance_id]
+
+    def score(self, utt: Utterance, syn: torch.Tensor) -> dict[str, float]:
+        """Every metric of a synthesis (or reference row) against ``utt``'s recording; the
+        recording's judge embedding is computed once per utterance."""
+        ref = self.recording(utt)
+        similarity = None
+        if self.embed is not None:
+            if utt.utterance_id not in self._embeddings:
+                self._embeddings[utt.utterance_id] = self.embed(ref)
+            similarity = similarity_to(self._embeddings[utt.utterance_id], self.embed)
+        return score_pair(ref, syn, self.sample_rate, similarity)
+
+    def reference_rows(self, features: FeatureParams) -> list[dict[str, Any]]:
+        """Ground truth (recording vs itself) and vocoder ceiling (ground-truth mel -> vocoder)."""
+        extractor = FeatureExtractor(features)
+        vocoder = build_vocoder(self.vocoder, features)
+        rows = []
+        for system, make in (("ground truth", lambda wav: wav),
+                             ("vocoder ceiling", lambda wav: vocoder(extractor(wav)["mel"]))):
+            scores = [self.score(u, make(self.recording(u))) for s in self.sets for u in s.query]
+            rows.append(self._row(system, None, None, scores))
+            self.progress(system)
+        return rows
+
+    def checkpoint_rows(self, system: str, learner: BaseLearner, shots: Sequence[int],
+                        steps: Sequence[int]) -> list[dict[str, Any]]:
+        """One row per (shots, steps) for a learner."""
+        extractor = FeatureExtractor(learner.feature_params)
+        vocoder = build_vocoder(self.vocoder, learner.feature_params)
+        rows = []
+        for k in shots:
+            supports = [support_batch(s.support[:k], [self.recording(u) for u in s.support[:k]], learner.text,
+                                      extractor) for s in self.sets]
+            for n_steps in steps:
+                scores = []
+                for speaker_set, support in zip(self.sets, supports):
+                    state = learner.adapt(support, steps=n_steps)
+                    for utt in speaker_set.query:
+                        tokens = torch.tensor(learner.text.encode(utt.text))
+                        wav = vocoder(learner.synthesize(tokens, state))
+                        scores.append(self.score(utt, wav))
+                rows.append(self._row(system, k, n_steps, scores))
+                self.progress(f"{system} K={k} steps={n_steps}")
+        return rows
+
+    def _row(self, system: str, shots: Optional[int], steps: Optional[int], scores: list[dict[str, float]]) -> dict[str, Any]:
+        return {"system": system, "shots": shots, "steps": steps,
+                "metrics": {m: mean_ci([s[m] for s in scores]) for m in self.metrics}}
+
+
+def system_names(checkpoints: Sequence[str], learners: Sequence[BaseLearner]) -> list[str]:
+    """'learner (run directory)' per checkpoint, unique."""
+    names = [f"{l.name} ({Path(c).resolve().parent.parent.name})" for c, l in zip(checkpoints, learners)]
+    return [n if names.count(n) == 1 else f"{n} #{i + 1}" for i, n in enumerate(names)]
+
+
+def run_evaluation(cfg: DictConfig, checkpoints: Sequence[str], shots: Sequence[int], steps: Sequence[int],
+                   out: str | Path, progress: Optional[Callable[[str], None]] = None) -> dict[str, Any]:
+    """Evaluate checkpoints over the shots x steps grid on the configured test speakers; write the
+    report files (``report.REPORT_FILES``) into ``out`` (created; its parent must exist).
+
+    Raises:
+        DataError / LightningTTSError: unusable data, checkpoints or grid.
+    """
+    if not checkpoints:
+        raise DataError("evaluate needs at least one --checkpoint")
+    if not shots or min(shots) < 1 or not steps or min(steps) < 0:
+        raise DataError(f"--shots must be >= 1 and --steps >= 0, got shots={list(shots)} steps={list(steps)}")
+    out = require_parent(out, "create")
+    out.mkdir(exist_ok=True)
+    learners = [load_learner(c) for c in checkpoints]
+    features = FeatureParams.from_config(cfg.features)
+    for learner in learners:
+        learner.check_features(features)
+    dm = build_datamodule(cfg, TaskBatches(), progress=False)
+    sets = fixed_speaker_sets(dm.index.utterances, dm.split.test, max(shots), cfg.data.tasks.queries,
+                              cfg.data.splits.seed)
+    torch.manual_seed(cfg.seed)
+    sample_rate = learners[0].feature_params.sample_rate
+    encoder = cfg.fewshot.speaker_encoder
+    embed = speaker_embedder(encoder, sample_rate) if encoder else None
+    if encoder and file_sha256(encoder) in {file_sha256(c) for c in checkpoints}:
+        raise LightningTTSError(f"fewshot.speaker_encoder {encoder} is also a checkpoint under evaluation: "
+                                f"a model must not be graded by its own encoder")
+    evaluator = Evaluator(sets, sample_rate, build(VocoderConfig, cfg.vocoder), progress=progress, embed=embed)
+    rows = evaluator.reference_rows(learners[0].feature_params)
+    names = system_names(checkpoints, learners)
+    for name, learner in zip(names, learners):
+        rows += evaluator.checkpoint_rows(name, learner, shots, steps)
+    results = {
+        "seed": cfg.seed, "split_seed": cfg.data.splits.seed, "shots": list(shots), "steps": list(steps),
+        "speakers": {s.speaker: {"support": [u.utterance_id for u in s.support],
+                                 "query": [u.utterance_id for u in s.query]} for s in sets},
+        "checkpoints": [{"path": str(Path(c).resolve()), "sha256": file_sha256(c), "learner": l.name, "system": n}
+                        for c, l, n in zip(checkpoints, learners, names)],
+        "speaker_encoder": {"path": str(Path(encoder).resolve()), "sha256": file_sha256(encoder)} if encoder else None,
+        "metrics": evaluator.metrics, "config": to_container(cfg), "rows": rows,
+    }
+    write_report(results, out)
+    return results

@@ -1,0 +1,70 @@
+"""Evaluation results as files: ``results.json``, ``results.csv``, ``results.md`` and ``adaptation_curves.png``."""
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+from typing import Any
+
+from lightning_tts.atomic import write_json, write_text
+from lightning_tts.evaluation.scoring import LOWER_IS_BETTER, METRICS
+from lightning_tts.plots import adaptation_curves_figure, save_figure
+
+REPORT_FILES = ("results.json", "results.csv", "results.md", "adaptation_curves.png")
+
+
+def write_report(results: dict[str, Any], out: Path) -> list[Path]:
+    """Write every report file of ``results`` into ``out`` (atomically); returns their paths."""
+    write_json(out / "results.json", results)
+    write_text(out / "results.csv", results_csv(results["rows"]))
+    write_text(out / "results.md", results_markdown(results))
+    save_figure(adaptation_curves_figure(results, results_metrics(results), LOWER_IS_BETTER),
+                out / "adaptation_curves.png")
+    return [out / name for name in REPORT_FILES]
+
+
+def results_csv(rows: list[dict[str, Any]]) -> str:
+    """One line per (system, shots, steps, metric)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["system", "shots", "steps", "metric", "mean", "ci95", "n", "failures"])
+    for row in rows:
+        for metric, cell in row["metrics"].items():
+            writer.writerow([row["system"], row["shots"], row["steps"], metric, f"{cell['mean']:.4f}",
+                             f"{cell['ci95']:.4f}", cell["n"], cell["failures"]])
+    return buf.getvalue()
+
+
+def results_markdown(results: dict[str, Any]) -> str:
+    """One table per metric: rows = (shots, steps), columns = systems; mean ± 95 % CI."""
+    rows = results["rows"]
+    systems = list(dict.fromkeys(r["system"] for r in rows if r["shots"] is not None))
+    refs = [r for r in rows if r["shots"] is None]
+    lines = [f"# Few-shot evaluation: {len(results['speakers'])} test speakers, "
+             f"{len(next(iter(results['speakers'].values()))['query'])} query utterances each", ""]
+    for metric in results_metrics(results):
+        arrow = "lower is better" if LOWER_IS_BETTER[metric] else "higher is better"
+        lines += [f"## {metric} ({arrow})", "", "| shots | steps | " + " | ".join(systems) + " |",
+                  "|---|---|" + "---|" * len(systems)]
+        for k in results["shots"]:
+            for n in results["steps"]:
+                cells = []
+                for system in systems:
+                    cell = next(r for r in rows if r["system"] == system and r["shots"] == k and r["steps"] == n)
+                    cells.append(_fmt(cell["metrics"][metric]))
+                lines.append(f"| {k} | {n} | " + " | ".join(cells) + " |")
+        lines.append("")
+        lines += [f"{r['system']}: {_fmt(r['metrics'][metric])}  " for r in refs] + [""]
+    return "\n".join(lines)
+
+
+def results_metrics(results: dict[str, Any]) -> list[str]:
+    """The metrics a results file holds (files older than speaker similarity lack the key)."""
+    return list(results.get("metrics", [m for m in METRICS if m in results["rows"][0]["metrics"]]))
+
+
+def _fmt(cell: dict[str, Any]) -> str:
+    """'mean ± ci' of a cell, with its failure count."""
+    text = f"{cell['mean']:.3f} ± {cell['ci95']:.3f}" if math.isfinite(cell["ci95"]) else f"{cell['mean']:.3f}"
+    return text + (f" ({cell['failures']} failed)" if cell["failures"] else "")

@@ -1,0 +1,46 @@
+"""The one scoring function: every metric of a (recording, synthesis) pair. ``evaluate`` and the
+few-shot callback both score through ``score_pair``, so their numbers are the same numbers.
+
+Adding a metric: a function in ``metrics.py``, its name in ``METRICS`` and ``LOWER_IS_BETTER``, and
+its value in ``score_pair``.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+
+from lightning_tts.evaluation.judges import Embedder
+from lightning_tts.metrics import cosine_similarity, f0_errors, mcd_from_mcep, mel_cepstrum, pesq_score, stoi_score
+
+METRICS = ("mcd", "pesq", "stoi", "f0_rmse", "vuv_error", "speaker_sim")
+LOWER_IS_BETTER = {"mcd": True, "pesq": False, "stoi": False, "f0_rmse": True, "vuv_error": True, "speaker_sim": False}
+Similarity = Callable[[torch.Tensor], float]  # synthesis waveform -> its speaker similarity to the recording
+
+
+def metric_names(judged: bool) -> list[str]:
+    """The metrics ``score_pair`` reports; ``speaker_sim`` only with a judge."""
+    return [m for m in METRICS if m != "speaker_sim" or judged]
+
+
+def similarity_to(reference: torch.Tensor, embed: Embedder) -> Similarity:
+    """Speaker similarity (cosine of judge embeddings) of a synthesis to the recording whose
+    embedding is ``reference`` (D,)."""
+    return lambda wav: float(cosine_similarity(reference, embed(wav)))
+
+
+def score_pair(ref: torch.Tensor, syn: torch.Tensor, sample_rate: int,
+               similarity: Optional[Similarity] = None) -> dict[str, float]:
+    """Every metric of one (recording, synthesis) pair of waveforms at ``sample_rate``.
+
+    MCD-DTW on mel-cepstra; F0 RMSE and V/UV error along the same DTW path (mel-cepstra and path
+    computed once); PESQ and STOI (NaN on failure); ``speaker_sim`` only with ``similarity``.
+    """
+    mcd_value, path = mcd_from_mcep(mel_cepstrum(ref.double().numpy(), sample_rate),
+                                    mel_cepstrum(syn.double().numpy(), sample_rate))
+    f0_rmse, vuv = f0_errors(ref, syn, sample_rate, path)
+    scores = {"mcd": mcd_value, "pesq": pesq_score(ref, syn, sample_rate),
+              "stoi": stoi_score(ref, syn, sample_rate), "f0_rmse": f0_rmse, "vuv_error": vuv}
+    if similarity is not None:
+        scores["speaker_sim"] = similarity(syn)
+    return scores
