@@ -7,8 +7,14 @@ setup(
     description="Meta-learning for few-shot speaker-adaptive text-to-speech (MAML, metric, memory) on Lightning",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
+    license="MIT",
+    license_files=["LICENSE"],
+    classifiers=["License :: OSI Approved :: MIT License", "Programming Language :: Python :: 3",
+                 "Topic :: Multimedia :: Sound/Audio :: Speech", "Topic :: Scientific/Engineering :: Artificial Intelligence"],
     python_requires=">=3.10",
     packages=find_packages(include=["lightning_tts", "lightning_tts.*"]),
+    # the YAML presets and speaker split lists travel inside the package (read via importlib.resources)
+    package_data={"lightning_tts": ["conf/*.yaml", "conf/*/*.yaml", "data/splits/*.yaml", "data/splits/README.md"]},
     install_requires=[
         # torchaudio refuses to import beside any torch other than its own release: pin the pair.
         "torch==2.11.*",
@@ -32,8 +38,9 @@ setup(
     extras_require={
         # pymcd/pysptk/pyworld/fastdtw/librosa: references the metric tests compare against;
         # pysptk imports pkg_resources, gone from setuptools 81
+        # wheel: tests/test_install.py builds the package's wheel offline (--no-build-isolation)
         "test": ["pytest>=8", "nbclient>=0.9", "nbformat>=5.9", "ipykernel>=6", "pymcd==0.2.1", "pysptk>=1.0",
-                 "pyworld>=0.3", "fastdtw>=0.3", "librosa>=0.10", "setuptools<81"],
+                 "pyworld>=0.3", "fastdtw>=0.3", "librosa>=0.10", "setuptools<81", "wheel>=0.40"],
         "tensorboard": ["tensorboard>=2.14"],
     },
     entry_points={"console_scripts": ["lightning-tts=lightning_tts.cli:main"]},

@@ -18,6 +18,7 @@ from lightning_tts.data.support import SupportSet, load_support
 from lightning_tts.errors import ConfigError, LightningTTSError
 from lightning_tts.learners import load_learner
 from lightning_tts.learners.base import AdaptedState, BaseLearner
+from lightning_tts.provenance import provenance
 
 FORMAT = "lightning_tts.adapted/1"
 
@@ -83,7 +84,8 @@ def save_adapted(path: str | Path, state: AdaptedState, learner: BaseLearner, ch
                  info: dict[str, Any]) -> None:
     """Write an adapted voice next to nothing else: state + base checkpoint reference + ``info``."""
     payload = {"format": FORMAT, "learner": learner.name, "base_checkpoint": str(Path(checkpoint).resolve()),
-               "base_sha256": file_sha256(checkpoint), "state": state.to_payload(), "info": dict(info)}
+               "base_sha256": file_sha256(checkpoint), "state": state.to_payload(), "info": dict(info),
+               "provenance": provenance()}
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
 

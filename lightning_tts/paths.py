@@ -1,17 +1,24 @@
-"""Where the project's presets live, and how a user-given relative path is found."""
+"""Where the presets shipped with the package live, and how a user-given relative path is found.
+
+The YAML presets (``conf/``) and the speaker split lists (``data/splits/``) are package data, read
+through ``importlib.resources``: they are found the same from a checkout, an editable install, a
+plain ``pip install .`` or a wheel, from any working directory.
+"""
 from __future__ import annotations
 
+from importlib.resources import files
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-CONF_DIR = PROJECT_ROOT / "conf"
+PACKAGE_ROOT = Path(str(files("lightning_tts")))  # an installed package is a directory on disk
+CONF_DIR = PACKAGE_ROOT / "conf"
 DEFAULT_CONFIG = CONF_DIR / "default.yaml"
 
 
 def resolve_path(path: str | Path) -> Path:
-    """A user-given relative path: from the working directory if it exists there, else the project root."""
+    """A user-given relative path: from the working directory if it exists there, else among the
+    package's presets (``conf/...``, ``data/splits/...``), else as given."""
     p = Path(path).expanduser()
     if p.is_absolute() or p.exists():
         return p
-    in_project = PROJECT_ROOT / p
-    return in_project if in_project.exists() else p
+    shipped = PACKAGE_ROOT / p
+    return shipped if shipped.exists() else p

@@ -20,6 +20,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from lightning_tts.atomic import write_text
 from lightning_tts.errors import ConfigError
+from lightning_tts.provenance import provenance_header
 
 T = TypeVar("T")
 
@@ -61,5 +62,6 @@ def to_yaml(cfg: DictConfig) -> str:
 
 
 def save_config(cfg: DictConfig, path: str | Path) -> None:
-    """Write the resolved configuration to ``path`` atomically."""
-    write_text(path, to_yaml(cfg))
+    """Write the resolved configuration to ``path`` atomically, headed by comment lines saying what
+    wrote it (``provenance``)."""
+    write_text(path, provenance_header() + to_yaml(cfg))

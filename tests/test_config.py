@@ -6,6 +6,7 @@ import pytest
 from lightning_tts.cli import main
 from lightning_tts.config import load_config
 from lightning_tts.errors import ConfigError
+from lightning_tts.paths import CONF_DIR
 
 
 def test_defaults_and_merge_order(tmp_path: Path) -> None:
@@ -98,7 +99,7 @@ def _baseline(preset: Path) -> dict[str, object]:
     return _leaves(base)
 
 
-PRESETS = sorted(Path(__file__).resolve().parents[1].glob("conf/**/*.yaml"))
+PRESETS = sorted(CONF_DIR.glob("**/*.yaml"))
 SELECTORS = {"learner.name", "data.corpus"}  # a preset names its choice even when it is the default
 
 

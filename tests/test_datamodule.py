@@ -8,7 +8,8 @@ import pytest
 
 from conftest import write_vctk
 from lightning_tts.audio import FeatureParams
-from lightning_tts.data.datamodule import SpeakerTaskDataModule
+from lightning_tts.data.corpora import CorpusIndex, SkipReport, Utterance
+from lightning_tts.data.datamodule import SpeakerTaskDataModule, split_speakers
 from lightning_tts.data.plans import SpeakerBatches, TaskBatches, UtteranceBatches
 from lightning_tts.data.tasks import TaskBatch, UtteranceBatch
 from lightning_tts.errors import DataError
@@ -101,3 +102,45 @@ def test_two_process_ddp_draws_disjoint_tasks(tmp_path: Path, make_cfg, syntheti
         assert len(tasks[0]) == len(tasks[1]) == 4 * 2
         assert not tasks[0] & tasks[1]
     assert ranks[0]["0"] != ranks[0]["1"]  # a new epoch draws new tasks
+
+
+def _index(speakers: int = 4) -> CorpusIndex:
+    """A corpus reading of ``speakers`` speakers p1.. with 5 utterances each (no audio needed)."""
+    utts = [Utterance(f"p{s}_{u}", f"p{s}", f"/c/p{s}_{u}.wav", "Hi.", 1.0) for s in range(1, speakers + 1)
+            for u in range(5)]
+    return CorpusIndex("vctk", "/c", utts, {f"p{s}": {} for s in range(1, speakers + 1)}, SkipReport())
+
+
+def _splits(**values: object) -> dict:
+    return {"file": None, "val_speakers": [], "test_speakers": [], "val": 1, "test": 1, "seed": 0,
+            "heldout_utterances": 0, **values}
+
+
+@pytest.mark.parametrize("stage", ["val", "test"])
+def test_a_split_file_that_matches_no_speaker_names_the_cause(tmp_path: Path, stage: str) -> None:
+    other = "test" if stage == "val" else "val"
+    split_file = tmp_path / "split.yaml"
+    split_file.write_text(f"{stage}: [p225, p226]\n{other}: [p1]\n")
+    with pytest.raises(DataError) as err:
+        split_speakers(_index(), _splits(file=str(split_file)))
+    message = str(err.value)
+    assert f"data.splits.file {split_file} names 2 {stage} speakers and none is in the vctk corpus at /c" in message
+    assert "data.splits.file=null" in message and f"data.splits.{stage}_speakers=[...]" in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("stage", ["val", "test"])
+def test_a_speaker_list_that_matches_no_speaker_names_the_cause(stage: str) -> None:
+    with pytest.raises(DataError, match=rf"data.splits.{stage}_speakers names 1 {stage} speakers and none is in "
+                                        rf"the vctk corpus at /c .*data.splits.file=null"):
+        split_speakers(_index(), _splits(**{f"{stage}_speakers": ["p99"]}))
+
+
+def test_a_split_that_leaves_no_training_speaker_names_the_cause(tmp_path: Path) -> None:
+    split_file = tmp_path / "split.yaml"
+    split_file.write_text("val: [p1, p2]\ntest: [p3, p4]\n")
+    with pytest.raises(DataError, match=r"the train split matches no speaker: data.splits.file .* puts all 4 speakers "
+                                        r"of the vctk corpus at /c in val or test"):
+        split_speakers(_index(), _splits(file=str(split_file)))
+    with pytest.raises(DataError, match=r"leaves no training speaker in the vctk corpus at /c \(4 speakers\): lower"):
+        split_speakers(_index(), _splits(val=2, test=2))

@@ -56,6 +56,7 @@ def test_evaluate_two_checkpoints_writes_every_file_and_cell(checkpoints, tmp_pa
     assert truth["mcd"]["mean"] == 0.0 and truth["pesq"]["mean"] == pytest.approx(4.64, abs=0.01)
     assert all(len(c["sha256"]) == 64 for c in results["checkpoints"])
     assert results["metrics"] == [m for m in METRICS if m != "speaker_sim"]  # no evaluation encoder configured
+    assert results["provenance"]["packages"]["torch"] and "git_commit" in results["provenance"]
     table = (out / "results.md").read_text()
     assert "## mcd (lower is better)" in table and "| 2 | 2 |" in table
     assert "nan" not in table.split("## pesq")[0]  # every MCD cell has a number

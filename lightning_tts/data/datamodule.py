@@ -102,8 +102,25 @@ class SpeakerSplit:
     heldout: set[str]
 
 
+def _corpus(index: CorpusIndex) -> str:
+    """'the <name> corpus at <root>' for messages."""
+    return f"the {index.name} corpus at {index.root}"
+
+
+def _matches_nothing(stage: str, source: str, listed: Sequence[str], index: CorpusIndex) -> DataError:
+    """The one-line error for a split whose listed speakers are all absent from the corpus reading."""
+    return DataError(f"{source} names {len(listed)} {stage} speakers and none is in {_corpus(index)} "
+                     f"(e.g. {sorted(listed)[:3]}): set data.splits.file=null and draw them by count "
+                     f"(data.splits.val=N data.splits.test=N), or name this corpus's speakers with "
+                     f"data.splits.{stage}_speakers=[...]")
+
+
 def _split_file(path: Path, index: CorpusIndex, present: set[str]) -> tuple[list[str], list[str]]:
-    """(val, test) speakers from a split file: ``val``/``test`` lists and/or ``val_subsets``/``test_subsets``."""
+    """(val, test) speakers from a split file: ``val``/``test`` lists and/or ``val_subsets``/``test_subsets``.
+
+    Raises:
+        DataError: a missing file, unknown keys, or a stage whose listed speakers are all absent.
+    """
     if not path.is_file():
         raise DataError(f"data.splits.file not found: {path}")
     listed = OmegaConf.to_container(OmegaConf.load(path))
@@ -115,10 +132,13 @@ def _split_file(path: Path, index: CorpusIndex, present: set[str]) -> tuple[list
         names = [str(s) for s in listed.get(stage, [])]
         subsets = set(listed.get(f"{stage}_subsets", []))
         names += [s for s, info in index.speakers.items() if info.get("subset") in subsets]
+        found = sorted({s for s in names if s in present})
+        if names and not found:
+            raise _matches_nothing(stage, f"data.splits.file {path}", names, index)
         absent = [s for s in names if s not in present]
         if absent:
             rank_zero_warn(f"{len(absent)} {stage} speakers of {path} are not in this corpus reading (e.g. {absent[:3]})")
-        out.append(sorted({s for s in names if s in present}))
+        out.append(found)
     return out[0], out[1]
 
 
@@ -130,8 +150,9 @@ def split_speakers(index: CorpusIndex, splits: Mapping[str, Any]) -> SpeakerSpli
         splits: the ``data.splits`` config section.
 
     Raises:
-        DataError: unknown speakers in explicit lists, counts that leave no training speaker,
-            or an unreadable split file.
+        DataError: a split that matches no speaker of the corpus reading (naming the split, the
+            corpus and the fixes), unknown speakers in explicit lists, counts that leave no training
+            speaker, or an unreadable split file.
     """
     utts = group_by_speaker([u.speaker for u in index.utterances])
     speakers = sorted(utts)
@@ -139,21 +160,28 @@ def split_speakers(index: CorpusIndex, splits: Mapping[str, Any]) -> SpeakerSpli
         val, test = _split_file(resolve_path(splits["file"]), index, set(utts))
     elif splits["val_speakers"] or splits["test_speakers"]:
         val, test = list(splits["val_speakers"]), list(splits["test_speakers"])
-        unknown = [s for s in val + test if s not in utts]
-        if unknown:
-            raise DataError(f"data.splits lists speakers not in the corpus: {unknown[:5]}")
+        for stage, listed in (("val", val), ("test", test)):
+            unknown = [s for s in listed if s not in utts]
+            if listed and len(unknown) == len(listed):
+                raise _matches_nothing(stage, f"data.splits.{stage}_speakers", listed, index)
+            if unknown:
+                raise DataError(f"data.splits.{stage}_speakers lists speakers not in {_corpus(index)}: {unknown[:5]}")
     else:
         n_val, n_test = splits["val"], splits["test"]
         if n_val + n_test >= len(speakers):
-            raise DataError(f"data.splits.val={n_val} + test={n_test} leaves no training speaker "
-                            f"(corpus has {len(speakers)})")
+            raise DataError(f"data.splits.val={n_val} + test={n_test} leaves no training speaker in {_corpus(index)} "
+                            f"({len(speakers)} speakers): lower data.splits.val/test, or name fewer speakers with "
+                            f"data.splits.val_speakers/test_speakers=[...]")
         order = [speakers[i] for i in np.random.default_rng(splits["seed"]).permutation(len(speakers))]
         test, val = order[:n_test], order[n_test: n_test + n_val]
     if set(val) & set(test):
         raise DataError(f"speakers in both val and test splits: {sorted(set(val) & set(test))[:5]}")
     train = [s for s in speakers if s not in set(val) | set(test)]
     if not train:
-        raise DataError("the speaker split leaves no training speaker")
+        source = f"data.splits.file {splits['file']}" if splits["file"] else "data.splits.val_speakers/test_speakers"
+        raise DataError(f"the train split matches no speaker: {source} puts all {len(speakers)} speakers of "
+                        f"{_corpus(index)} in val or test: list fewer speakers there, or set data.splits.file=null "
+                        f"and draw val/test by count (data.splits.val=N data.splits.test=N)")
     heldout: set[str] = set()
     n_hold = splits["heldout_utterances"]
     for speaker in train:

@@ -34,6 +34,7 @@ from lightning_tts.evaluation.stats import mean_ci
 from lightning_tts.learners import load_learner
 from lightning_tts.learners.base import BaseLearner
 from lightning_tts.models.vocoder import VocoderConfig, build_vocoder
+from lightning_tts.provenance import provenance
 from lightning_tts.schema import build, to_container
 
 
@@ -157,7 +158,7 @@ def run_evaluation(cfg: DictConfig, checkpoints: Sequence[str], shots: Sequence[
         "checkpoints": [{"path": str(Path(c).resolve()), "sha256": file_sha256(c), "learner": l.name, "system": n}
                         for c, l, n in zip(checkpoints, learners, names)],
         "speaker_encoder": {"path": str(Path(encoder).resolve()), "sha256": file_sha256(encoder)} if encoder else None,
-        "metrics": evaluator.metrics, "config": to_container(cfg), "rows": rows,
+        "metrics": evaluator.metrics, "config": to_container(cfg), "rows": rows, "provenance": provenance(),
     }
     write_report(results, out)
     return results

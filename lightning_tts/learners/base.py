@@ -30,6 +30,7 @@ from lightning_tts.data.tasks import Task, TaskBatch, UtteranceBatch
 from lightning_tts.errors import LightningTTSError
 from lightning_tts.models.acoustic import AcousticModel, AcousticOutput, ModelConfig
 from lightning_tts.models.losses import AcousticLoss, LossConfig, masked_l1
+from lightning_tts.provenance import provenance
 from lightning_tts.schema import build, to_container
 from lightning_tts.text import TextProcessor
 
@@ -169,9 +170,10 @@ class BaseLearner(pl.LightningModule, ABC):
         self.adapt_params = list(self.config.adapt_params)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Stamp the checkpoint format, so later versions can migrate old checkpoints."""
+        """Stamp the checkpoint format (so later versions can migrate old checkpoints) and what wrote it."""
         checkpoint["lightning_tts_format"] = CHECKPOINT_FORMAT
         checkpoint["lightning_tts_version"] = __version__
+        checkpoint["lightning_tts_provenance"] = provenance()
 
     def check_features(self, features: FeatureParams) -> None:
         """Refuse a run configuration whose features differ from this checkpoint's.
