@@ -59,8 +59,10 @@ def _synthetic_corpus(args: argparse.Namespace, cfg: Optional[DictConfig]) -> in
     """Write the procedural multi-speaker corpus."""
     from dataclasses import asdict
 
+    from lightning_tts.atomic import require_parent
     from lightning_tts.data.synthetic import SyntheticConfig, build_synthetic_corpus
 
+    require_parent(args.out, "create")
     given = {k: getattr(args, k) for k in asdict(SyntheticConfig()) if getattr(args, k) is not None}
     corpus = SyntheticConfig(**given)
     for name, value in (("speakers", corpus.speakers), ("utterances", corpus.utterances),

@@ -38,3 +38,12 @@ def test_measured_f0_tracks_the_true_f0(synthetic_root: Path) -> None:
         true.append(p.f0_mean)
     corr = np.corrcoef(np.log(measured), np.log(true))[0, 1]
     assert corr > 0.9, (measured, true)
+
+
+def test_the_default_corpus_root_is_created_with_its_parents(tmp_path) -> None:
+    """The embedded default builds at artifacts/synthetic, whose parent does not exist on a fresh clone."""
+    from lightning_tts.data.synthetic import build_synthetic_corpus
+
+    root = build_synthetic_corpus(tmp_path / "artifacts" / "synthetic", speakers=1, utterances=1, workers=1,
+                                  progress=False)
+    assert (root / "speaker-params.json").is_file()

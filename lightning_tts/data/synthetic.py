@@ -30,7 +30,7 @@ import numpy as np
 from scipy.signal import lfilter
 from tqdm import tqdm
 
-from lightning_tts.atomic import require_parent, write_json, write_text
+from lightning_tts.atomic import write_json, write_text
 from lightning_tts.audio import write_audio
 from lightning_tts.errors import DataError
 from lightning_tts.text import _cmudict
@@ -270,8 +270,8 @@ def build_synthetic_corpus(out: str | Path, speakers: int = SyntheticConfig.spea
     """Write (or complete) a synthetic corpus in VCTK-0.92 layout.
 
     Args:
-        out: corpus root; created if missing (its parent must exist). An interrupted build is
-            completed, not restarted; a finished corpus of another seed or sample rate is refused.
+        out: corpus root; created (with its parents) if missing. An interrupted build is completed,
+            not restarted; a finished corpus of another seed or sample rate is refused.
         speakers: number of speakers (alternating M/F).
         utterances: utterances per speaker.
         seed: the whole corpus is a function of this seed.
@@ -283,10 +283,9 @@ def build_synthetic_corpus(out: str | Path, speakers: int = SyntheticConfig.spea
         The corpus root.
 
     Raises:
-        DataError: a missing parent directory, or ``out`` already holding a corpus of another
-            seed or sample rate.
+        DataError: ``out`` already holds a corpus of another seed or sample rate.
     """
-    root = require_parent(out, "create")
+    root = Path(out)
     params_file = root / "speaker-params.json"
     if params_file.is_file():
         old = json.loads(params_file.read_text())
