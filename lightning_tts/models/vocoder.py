@@ -2,8 +2,9 @@
 
 Everything that makes audio (``synthesize``, ``evaluate``, the few-shot callback, benchmarks) asks
 ``build_vocoder`` for a ``Vocoder``; the ``vocoder`` config section names it (``vocoder.name``) and
-carries each vocoder's options in a sub-section of its own. Griffin-Lim is the first entry. Adding a
-vocoder = its module in ``models/`` + a field of ``VocoderConfig`` + an entry in ``VOCODERS``.
+carries each vocoder's options in a sub-section of its own: Griffin-Lim (no training, any features)
+and HiFi-GAN V1 (``models/hifigan.py``: pretrained, 22 050 Hz features only). Adding a vocoder = its
+module in ``models/`` + a field of ``VocoderConfig`` + an entry in ``VOCODERS``.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import torchaudio
 
 from lightning_tts.audio import FeatureParams
 from lightning_tts.errors import ConfigError
+from lightning_tts.models.hifigan import HiFiGANConfig, HiFiGANVocoder
 
 
 class Vocoder(Protocol):
@@ -45,10 +47,12 @@ class VocoderConfig:
     Attributes:
         name: a key of ``VOCODERS``.
         griffin_lim: options of ``griffin_lim``.
+        hifigan: options of ``hifigan``.
     """
 
     name: str = "griffin_lim"
     griffin_lim: GriffinLimConfig = field(default_factory=GriffinLimConfig)
+    hifigan: HiFiGANConfig = field(default_factory=HiFiGANConfig)
 
 
 class GriffinLimVocoder(torch.nn.Module):
@@ -90,6 +94,7 @@ class GriffinLimVocoder(torch.nn.Module):
 
 VOCODERS: dict[str, Callable[[VocoderConfig, FeatureParams], Vocoder]] = {
     "griffin_lim": lambda config, params: GriffinLimVocoder(params, config.griffin_lim.iters),
+    "hifigan": lambda config, params: HiFiGANVocoder(params, config.hifigan),
 }
 
 
