@@ -48,10 +48,11 @@ def _preprocess(args: argparse.Namespace, cfg: Optional[DictConfig]) -> int:
 
 def _synthetic_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="corpus root to create (VCTK-0.92 layout)")
-    p.add_argument("--speakers", type=int, default=None, help="number of speakers (default: data.synthetic's)")
-    p.add_argument("--utterances", type=int, default=None, help="utterances per speaker (default: data.synthetic's)")
-    p.add_argument("--seed", type=int, default=None, help="the corpus is a function of this seed (default: data.synthetic's)")
-    p.add_argument("--sample-rate", type=int, default=None, help="sample rate of the FLAC files (default: data.synthetic's)")
+    defaults = "(default: SyntheticConfig's, the data.synthetic section of the default run)"
+    p.add_argument("--speakers", type=int, default=None, help=f"number of speakers {defaults}")
+    p.add_argument("--utterances", type=int, default=None, help=f"utterances per speaker {defaults}")
+    p.add_argument("--seed", type=int, default=None, help=f"the corpus is a function of this seed {defaults}")
+    p.add_argument("--sample-rate", type=int, default=None, help=f"sample rate of the FLAC files {defaults}")
     p.add_argument("--workers", type=int, default=2, help="rendering processes (default 2)")
 
 
@@ -62,16 +63,38 @@ def _synthetic_corpus(args: argparse.Namespace, cfg: Optional[DictConfig]) -> in
     from lightning_tts.atomic import require_parent
     from lightning_tts.data.synthetic import SyntheticConfig, build_synthetic_corpus
 
-    require_parent(args.out, "create")
     given = {k: getattr(args, k) for k in asdict(SyntheticConfig()) if getattr(args, k) is not None}
     corpus = SyntheticConfig(**given)
     for name, value in (("speakers", corpus.speakers), ("utterances", corpus.utterances),
                         ("sample_rate", corpus.sample_rate), ("workers", args.workers)):
         if value < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    require_parent(args.out, "create")
     build_synthetic_corpus(args.out, **asdict(corpus), workers=args.workers, progress=not args.no_progress)
     print(f"synthetic corpus: {corpus.speakers} speakers x {corpus.utterances} utterances in {args.out}")
     return 0
+
+
+class _LazyBar:
+    """A tqdm bar that appears at its first step, so an error raised before any progress prints as
+    one clean line."""
+
+    def __init__(self, **options: object) -> None:
+        self.options, self.bar = options, None
+
+    def step(self, note: str = "") -> None:
+        """Advance by one, showing ``note``."""
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(**self.options)
+        self.bar.update()
+        self.bar.set_postfix_str(note)
+
+    def close(self) -> None:
+        """Close the bar if it appeared."""
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _is_rank_zero() -> bool:
@@ -128,6 +151,10 @@ def _evaluate_stage(stage: str) -> Callable[[argparse.Namespace, Optional[DictCo
     return handler
 
 
+def _device_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N")
+
+
 def _synthesize_args(p: argparse.ArgumentParser) -> None:
     _checkpoint_arg(p)
     p.add_argument("--text", required=True, help="what to say")
@@ -138,6 +165,7 @@ def _synthesize_args(p: argparse.ArgumentParser) -> None:
     voice.add_argument("--reference", nargs="+", metavar="AUDIO",
                        help="clone a voice from reference recordings alone (learners with a speaker encoder or memory)")
     p.add_argument("--pace", type=float, default=1.0, help="speaking-rate factor (2.0 = twice as fast)")
+    _device_arg(p)
     p.add_argument("--vocoder", default="griffin_lim",
                    help="griffin_lim, or hifigan (pretrained; 22 050 Hz checkpoints; pip install 'lightning_tts[hifigan]')")
     p.add_argument("--griffin-lim-iters", type=int, default=None, help="Griffin-Lim iterations (default: vocoder.griffin_lim's)")
@@ -145,17 +173,26 @@ def _synthesize_args(p: argparse.ArgumentParser) -> None:
 
 def _synthesize(args: argparse.Namespace, cfg: Optional[DictConfig]) -> int:
     """Text -> wav with a checkpoint and a voice."""
+    from lightning_tts.api import TTS, check_audio_output
     from lightning_tts.models.vocoder import GriffinLimConfig, VocoderConfig
-    from lightning_tts.synthesis import synthesize_to_file
 
+    if args.pace <= 0:
+        raise ConfigError(f"--pace must be > 0, got {args.pace}")
+    check_audio_output(args.out)
     vocoder = VocoderConfig(name=args.vocoder)
     if args.griffin_lim_iters is not None:
         vocoder.griffin_lim = GriffinLimConfig(iters=args.griffin_lim_iters)
-    result = synthesize_to_file(args.checkpoint, args.text, args.out, speaker=args.speaker, adapted=args.adapted,
-                                references=args.reference, pace=args.pace, vocoder=vocoder)
-    if args.speaker is None and args.adapted is None and args.reference is None:
-        print(f"no voice given: using training {result.voice} (--speaker to choose)", file=sys.stderr)
-    print(f"wrote {result.path}: {result.seconds:.2f} s, {result.frames} frames, {result.voice}")
+    tts = TTS.from_checkpoint(args.checkpoint, device=args.device, vocoder=vocoder)
+    if args.adapted is not None:
+        voice = tts.load(args.adapted)
+    elif args.reference is not None:
+        voice = tts.clone(args.reference)
+    else:
+        voice = tts.speaker(args.speaker)
+        if args.speaker is None:
+            print(f"no voice given: using training {voice.description} (--speaker to choose)", file=sys.stderr)
+    spoken = tts.to_file(args.text, voice, args.out, pace=args.pace)
+    print(f"wrote {spoken.path}: {spoken.seconds:.2f} s, {spoken.frames} frames, {voice.description}")
     return 0
 
 
@@ -168,22 +205,30 @@ def _adapt_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shots", type=int, default=None, help="use the first K usable utterances (default: all)")
     p.add_argument("--steps", type=int, default=None, help="adaptation steps (default: the learner's adapt_steps)")
     p.add_argument("--lr", type=float, default=None, help="adaptation learning rate (default: the learner's)")
+    _device_arg(p)
 
 
 def _adapt(args: argparse.Namespace, cfg: Optional[DictConfig]) -> int:
     """Adapt a checkpoint to a new voice from a few utterances; write only what changed."""
-    from tqdm import tqdm
+    from lightning_tts.api import TTS, check_adapt_options
+    from lightning_tts.atomic import require_parent
 
-    from lightning_tts.adaptation import adapt_voice
-
-    bar = tqdm(desc="adapt", unit="step", disable=args.no_progress)
-    result = adapt_voice(args.checkpoint, args.out, args.support, args.manifest, args.shots, args.steps, args.lr,
-                         progress=lambda loss: (bar.update(), bar.set_postfix(loss=f"{loss:.3f}")))
-    bar.close()
-    for path, reason in result.support.skipped:
+    check_adapt_options(args.steps, args.lr)
+    require_parent(args.out)
+    tts = TTS.from_checkpoint(args.checkpoint, device=args.device)
+    steps = tts.learner.adapt_steps if args.steps is None else args.steps
+    bar = _LazyBar(total=steps, desc="adapt", unit="step", disable=args.no_progress)
+    try:
+        voice = tts.adapt(args.support, shots=args.shots, steps=steps, lr=args.lr, manifest=args.manifest,
+                          progress=lambda loss: bar.step(f"loss={loss:.3f}"))
+    finally:
+        bar.close()
+    tts.save(voice, args.out)
+    info = voice.info
+    for path, reason in info["skipped"]:
         print(f"skipped {path}: {reason}", file=sys.stderr)
-    print(f"adapted {result.learner.name} to {len(result.support.paths)} utterances in {result.steps} steps: "
-          f"support mel L1 {result.loss_before:.4f} -> {result.loss_after:.4f}")
+    print(f"adapted {tts.learner.name} to {len(info['support'])} utterances in {info['steps']} steps: "
+          f"support mel L1 {info['support_loss_before']:.4f} -> {info['support_loss_after']:.4f}")
     print(f"wrote {args.out}")
     return 0
 
@@ -193,6 +238,7 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shots", default="1,5,10", help="comma-separated K values (default 1,5,10)")
     p.add_argument("--steps", default="0,5,20", help="comma-separated adaptation steps (default 0,5,20)")
     p.add_argument("--out", required=True, help="output directory (created)")
+    _device_arg(p)
 
 
 def _int_list(text: str, flag: str) -> list[int]:
@@ -205,18 +251,18 @@ def _int_list(text: str, flag: str) -> list[int]:
 
 def _evaluate(args: argparse.Namespace, cfg: Optional[DictConfig]) -> int:
     """Few-shot evaluation grid -> results.json/.csv/.md and adaptation_curves.png."""
-    from tqdm import tqdm
-
     from lightning_tts.evaluation.grid import run_evaluation
     from lightning_tts.evaluation.report import REPORT_FILES, results_markdown
 
     assert cfg is not None
     shots, steps = _int_list(args.shots, "--shots"), _int_list(args.steps, "--steps")
-    bar = tqdm(total=2 + len(args.checkpoint) * len(shots) * len(steps), desc="evaluate", unit="cell",
-               disable=args.no_progress)
-    results = run_evaluation(cfg, args.checkpoint, shots, steps, args.out,
-                             progress=lambda what: (bar.update(), bar.set_postfix_str(what)))
-    bar.close()
+    bar = _LazyBar(total=2 + len(args.checkpoint) * len(shots) * len(steps), desc="evaluate", unit="cell",
+                   disable=args.no_progress)
+    try:
+        results = run_evaluation(cfg, args.checkpoint, shots, steps, args.out, device=args.device,
+                                 progress=bar.step)
+    finally:
+        bar.close()
     print(results_markdown(results))
     for name in REPORT_FILES:
         print(f"wrote {Path(args.out) / name}")
@@ -229,6 +275,7 @@ def _embed_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default="test", help="speakers to embed: train, val, test or heldout (default test)")
     p.add_argument("--per-speaker", type=int, default=20, help="utterances per speaker (default 20)")
     p.add_argument("--method", default="umap", help="2-D projection: umap, tsne or pca (default umap)")
+    _device_arg(p)
 
 
 def _embed(args: argparse.Namespace, cfg: Optional[DictConfig]) -> int:
@@ -237,7 +284,7 @@ def _embed(args: argparse.Namespace, cfg: Optional[DictConfig]) -> int:
 
     assert cfg is not None
     result = embed_split(cfg, args.checkpoint, args.out, args.split, args.per_speaker, args.method,
-                         progress=not args.no_progress)
+                         device=args.device, progress=not args.no_progress)
     print(f"embedded {len(result.embeddings.speakers)} utterances of {result.n_speakers} {args.split} speakers")
     if result.eer is not None:
         print(f"  EER over all pairs {result.eer:.4f}, cosine silhouette {result.silhouette:.3f}")
@@ -262,6 +309,7 @@ def _slurm_args(p: argparse.ArgumentParser) -> None:
 
 def _slurm(args: argparse.Namespace, cfg: Optional[DictConfig]) -> int:
     """Write an sbatch script + resolved config for multi-node DDP with checkpoint-and-requeue."""
+    from lightning_tts.paths import resolve_path
     from lightning_tts.slurm import SlurmJob, sbatch_script, trainer_overrides, write_job
 
     assert cfg is not None
@@ -270,7 +318,7 @@ def _slurm(args: argparse.Namespace, cfg: Optional[DictConfig]) -> int:
                    account=args.account, grace=args.grace)
     if args.out is None:
         job.validate()
-        fit_args = [a for f in args.config for a in ("--config", str(Path(f).resolve()))]
+        fit_args = [a for f in args.config for a in ("--config", str(resolve_path(f).resolve()))]
         print(sbatch_script(job, [*fit_args, *args.overrides, *trainer_overrides(job)], Path.cwd(), Path.cwd()))
         return 0
     config, script = write_job(cfg, job, args.out, Path.cwd())

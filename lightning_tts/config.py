@@ -122,7 +122,7 @@ def load_config(config_files: Sequence[str | Path] = (), overrides: Sequence[str
 
     Args:
         config_files: YAML files merged left to right over ``conf/default.yaml``. A relative path
-            that does not exist from the working directory is looked up in the project root
+            that does not exist from the working directory is looked up among the package's presets
             (so ``conf/learner/maml.yaml`` works from anywhere).
         overrides: ``dotted.key=value`` strings applied last.
 

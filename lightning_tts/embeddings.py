@@ -18,6 +18,7 @@ from lightning_tts.atomic import atomic_path, require_parent
 from lightning_tts.audio import FeatureParams
 from lightning_tts.data.datamodule import SpeakerTaskDataModule, build_datamodule
 from lightning_tts.data.tasks import collate_utterances
+from lightning_tts.devices import resolve_device
 from lightning_tts.errors import ConfigError, DataError, LightningTTSError
 from lightning_tts.learners import load_learner
 from lightning_tts.learners.base import BaseLearner
@@ -160,7 +161,7 @@ class EmbedResult:
 
 
 def embed_split(cfg: DictConfig, checkpoint: str | Path, out: str | Path, split: str = "test", per_speaker: int = 20,
-                method: str = "umap", progress: bool = True) -> EmbedResult:
+                method: str = "umap", device: str | torch.device = "cpu", progress: bool = True) -> EmbedResult:
     """Embed a split's utterances with a checkpoint's speaker encoder; write ``embeddings.npz`` and a
     2-D speaker map ``<method>.png`` into ``out`` (created; its parent must exist).
 
@@ -173,7 +174,7 @@ def embed_split(cfg: DictConfig, checkpoint: str | Path, out: str | Path, split:
     if per_speaker < 1:
         raise ConfigError(f"--per-speaker must be >= 1, got {per_speaker}")
     out = require_parent(out, "create")
-    learner = load_learner(checkpoint)
+    learner = load_learner(checkpoint).to(resolve_device(device))
     learner.check_features(FeatureParams.from_config(cfg.features))
     dm = build_datamodule(cfg, learner.batches, progress=progress)
     embeddings = embed_dataset(learner, dm, split_utterances(dm, split, per_speaker))

@@ -114,8 +114,8 @@ def trainer_overrides(job: SlurmJob) -> list[str]:
 def write_job(cfg: DictConfig, job: SlurmJob, out: str | Path, workdir: Path) -> tuple[Path, Path]:
     """Write ``out/config.yaml`` (resolved, trainer set for ``job``) and ``out/<job_name>.sbatch``
     (``out`` is created; its parent must exist)."""
-    job.validate()
     out = require_parent(out, "create")
+    job.validate()
     out.mkdir(exist_ok=True)
     config = out / "config.yaml"
     save_config(cluster_config(cfg, job), config)

@@ -33,12 +33,12 @@ ROOT_COMPONENT = "__init__"
 #: ``config``) and may import only modules of its own layer or of a lower one. A new top-level
 #: module or subpackage must be added here deliberately, or ``test_no_upward_import`` fails.
 LAYERS: dict[int, tuple[str, ...]] = {
-    0: ("errors", "atomic", "paths", "provenance", "schema"),  # user errors, atomic writes, paths, dataclasses
+    0: ("errors", "atomic", "devices", "paths", "provenance", "schema"),  # user errors, atomic writes, paths, dataclasses
     1: ("audio", "text"),  # waveforms and features; text front end
     2: ("data", "models"),  # corpora, cache, tasks, datamodule; pure nn.Modules
     3: ("metrics", "plots"),  # metric functions and classes; figures
     4: ("learners",),  # LightningModules, their registry and capabilities
-    5: ("evaluation", "embeddings", "adaptation", "synthesis"),  # offline evaluation, embeddings, adapt, synthesize
+    5: ("evaluation", "embeddings", "adaptation"),  # offline evaluation, embeddings, adapted-voice files
     6: ("callbacks",),  # what to evaluate / draw during training
     7: ("training", "slurm"),  # Trainer assembly; sbatch scripts
     8: ("config",),  # the composed run schema

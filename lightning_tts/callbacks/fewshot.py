@@ -84,7 +84,7 @@ class FewShotEvalCallback(pl.Callback):
             support = support_batch(speaker_set.support, waves, pl_module.text, extractor).to(pl_module.device)
             state = pl_module.adapt(support, steps=c.steps)
             for utt in speaker_set.query:
-                mel = pl_module.synthesize(torch.tensor(pl_module.text.encode(utt.text)), state).cpu()
+                mel = pl_module.synthesize(torch.tensor(pl_module.text.encode(utt.text)), state).cpu()  # (T, n_mels)
                 wav, ref = vocoder(mel), read_audio(utt.path, sr)
                 similarity = similarity_to(self._embed(ref), self._embed) if self._embed is not None else None
                 for name, value in score_pair(ref, wav, sr, similarity).items():

@@ -58,7 +58,7 @@ def load_references(paths: Sequence[str | Path], params: FeatureParams) -> tuple
         try:
             wav = read_audio(path, params.sample_rate)
         except AudioError as err:
-            raise DataError(f"cannot read reference audio {path}: {err}") from err
+            raise DataError(f"cannot read reference audio: {err}") from err
         problem = audio_problem(wav, params.sample_rate)
         if problem is not None:
             raise DataError(f"reference audio {path} is {problem}")

@@ -25,6 +25,7 @@ from lightning_tts.audio import FeatureExtractor, FeatureParams, read_audio
 from lightning_tts.data.corpora import Utterance
 from lightning_tts.data.datamodule import build_datamodule
 from lightning_tts.data.plans import TaskBatches
+from lightning_tts.devices import resolve_device
 from lightning_tts.errors import DataError, LightningTTSError
 from lightning_tts.evaluation.judges import Embedder, speaker_embedder
 from lightning_tts.evaluation.report import write_report
@@ -94,14 +95,14 @@ class Evaluator:
         rows = []
         for k in shots:
             supports = [support_batch(s.support[:k], [self.recording(u) for u in s.support[:k]], learner.text,
-                                      extractor) for s in self.sets]
+                                      extractor).to(learner.device) for s in self.sets]
             for n_steps in steps:
                 scores = []
                 for speaker_set, support in zip(self.sets, supports):
                     state = learner.adapt(support, steps=n_steps)
                     for utt in speaker_set.query:
                         tokens = torch.tensor(learner.text.encode(utt.text))
-                        wav = vocoder(learner.synthesize(tokens, state))
+                        wav = vocoder(learner.synthesize(tokens, state).cpu())
                         scores.append(self.score(utt, wav))
                 rows.append(self._row(system, k, n_steps, scores))
                 self.progress(f"{system} K={k} steps={n_steps}")
@@ -119,20 +120,23 @@ def system_names(checkpoints: Sequence[str], learners: Sequence[BaseLearner]) ->
 
 
 def run_evaluation(cfg: DictConfig, checkpoints: Sequence[str], shots: Sequence[int], steps: Sequence[int],
-                   out: str | Path, progress: Optional[Callable[[str], None]] = None) -> dict[str, Any]:
+                   out: str | Path, progress: Optional[Callable[[str], None]] = None,
+                   device: str | torch.device = "cpu") -> dict[str, Any]:
     """Evaluate checkpoints over the shots x steps grid on the configured test speakers; write the
-    report files (``report.REPORT_FILES``) into ``out`` (created; its parent must exist).
+    report files (``report.REPORT_FILES``) into ``out`` (created; its parent must exist). Models
+    adapt and synthesise on ``device`` (``auto``: CUDA when present); scoring runs on the CPU.
 
     Raises:
         DataError / LightningTTSError: unusable data, checkpoints or grid.
     """
+    out = require_parent(out, "create")
     if not checkpoints:
         raise DataError("evaluate needs at least one --checkpoint")
     if not shots or min(shots) < 1 or not steps or min(steps) < 0:
         raise DataError(f"--shots must be >= 1 and --steps >= 0, got shots={list(shots)} steps={list(steps)}")
-    out = require_parent(out, "create")
     out.mkdir(exist_ok=True)
-    learners = [load_learner(c) for c in checkpoints]
+    device = resolve_device(device)
+    learners = [load_learner(c).to(device) for c in checkpoints]
     features = FeatureParams.from_config(cfg.features)
     for learner in learners:
         learner.check_features(features)

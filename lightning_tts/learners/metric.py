@@ -109,6 +109,8 @@ class MetricLearner(BaseLearner):
             raise LightningTTSError(f"learner.mining must be one of {MINING}, got {mining!r}")
         if encoder_mode not in ENCODER_MODES:
             raise LightningTTSError(f"learner.encoder_mode must be one of {ENCODER_MODES}, got {encoder_mode!r}")
+        if encoder_mode == "frozen" and not c.encoder_checkpoint:
+            raise LightningTTSError("learner.encoder_mode=frozen needs learner.encoder_checkpoint=PATH (a metric run)")
         if encoder_mode == "frozen" and (tts_weight <= 0):
             raise LightningTTSError("learner.encoder_mode=frozen trains nothing with learner.tts_weight=0")
         if tts_weight <= 0 and metric_weight <= 0:
@@ -135,13 +137,11 @@ class MetricLearner(BaseLearner):
         checkpoint is restored after this, so it wins).
 
         Raises:
-            LightningTTSError: ``frozen`` without a checkpoint, or a checkpoint without a matching encoder.
+            LightningTTSError: a checkpoint without a matching encoder.
         """
         if stage != "fit":
             return
         path = self.config.encoder_checkpoint
-        if self.encoder_mode == "frozen" and not path:
-            raise LightningTTSError("learner.encoder_mode=frozen needs learner.encoder_checkpoint=PATH (a metric run)")
         if path:
             source = load_learner(path)
             if not isinstance(source, MetricLearner):
