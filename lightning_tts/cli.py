@@ -105,11 +105,18 @@ def _is_rank_zero() -> bool:
 
 
 def _fit(args: argparse.Namespace, cfg: Optional[DictConfig]) -> int:
-    """Train; print where everything went."""
-    from lightning_tts.training import run
+    """Train; print where everything went. SIGTERM/SIGINT: print where the step reached went; exit 143/130."""
+    from pytorch_lightning.utilities import rank_zero_only
+
+    from lightning_tts.training import TrainingInterrupted, run
 
     assert cfg is not None
-    result = run(cfg, "fit", progress=not args.no_progress)
+    try:
+        result = run(cfg, "fit", progress=not args.no_progress)
+    except TrainingInterrupted as stop:
+        rank = getattr(rank_zero_only, "rank", 0)
+        print(f"{f'[rank {rank}] ' if rank else ''}{stop}", file=sys.stderr)
+        return stop.exit_code
     if _is_rank_zero():
         print(f"run directory: {result.run_dir}")
         print(f"  config:      {result.run_dir / 'config.yaml'}")

@@ -3,25 +3,29 @@
 ``run(cfg, stage)`` is the testable function; the CLI is a thin shell around it. Each run has a
 directory ``<trainer.default_root_dir>/<learner>/version_<N>`` (or ``run_dir``) holding
 ``config.yaml``, ``checkpoints/`` (``last.ckpt`` + best on ``val/mel_loss``), ``logs/metrics.csv``,
-``tensorboard/`` events when tensorboard is installed, and ``images/``.
+``tensorboard/`` events when tensorboard is installed, and ``images/``. SIGTERM or SIGINT during
+``fit`` saves the step reached to ``checkpoints/last.ckpt`` and raises ``TrainingInterrupted``.
 """
 from __future__ import annotations
 
 import importlib.util
 import logging
 import os
+import signal
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import pytorch_lightning as pl
 from omegaconf import DictConfig
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from lightning_tts.audio import FeatureParams
-from lightning_tts.callbacks.checkpoint import RunCheckpoint
+from lightning_tts.callbacks.checkpoint import AtomicCheckpointIO, RunCheckpoint
 from lightning_tts.callbacks.embeddings import EmbeddingProjectionCallback, ProjectionConfig
 from lightning_tts.callbacks.fewshot import FewShotConfig, FewShotEvalCallback
 from lightning_tts.callbacks.images import ValidationImagesCallback
+from lightning_tts.callbacks.signals import SignalCheckpoint, TrainingInterrupted
 from lightning_tts.data.datamodule import build_datamodule
 from lightning_tts.errors import LightningTTSError
 from lightning_tts.learners import build_learner, get_learner, load_learner
@@ -81,11 +85,39 @@ def _versions(parent: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name.split("_")[-1]))
 
 
+def _is_ddp_child() -> bool:
+    """True in a DDP rank that Lightning started from rank 0 of this run (it uses rank 0's run directory)."""
+    return bool(os.environ.get(RUN_DIR_ENV)) and os.environ.get("LOCAL_RANK", "0") != "0"
+
+
+def run_dir_of(checkpoint: Path) -> Optional[Path]:
+    """The run directory holding ``checkpoint`` as ``<run>/checkpoints/<file>`` (a ``config.yaml``
+    beside ``checkpoints/``), or None for a checkpoint kept anywhere else."""
+    folder = checkpoint.resolve().parent
+    if folder.name == "checkpoints" and (folder.parent / "config.yaml").is_file():
+        return folder.parent
+    return None
+
+
+def _new_run_dir(cfg: DictConfig) -> Path:
+    """The directory of a new run: the parent process's under DDP, ``slurm_<job id>`` under SLURM,
+    else the next ``version_N``."""
+    parent = Path(cfg.trainer.default_root_dir) / cfg.learner.name
+    if _is_ddp_child():
+        return Path(os.environ[RUN_DIR_ENV])
+    if os.environ.get("SLURM_JOB_ID"):
+        return parent / f"slurm_{os.environ['SLURM_JOB_ID']}"
+    versions = _versions(parent)
+    next_n = int(versions[-1].name.split("_")[-1]) + 1 if versions else 0
+    return parent / f"version_{next_n}"
+
+
 def resolve_run_dir(cfg: DictConfig) -> tuple[Path, Optional[str]]:
     """(run directory, checkpoint to resume from) for a config.
 
     ``ckpt_path=last`` resumes the newest run of this learner that has ``checkpoints/last.ckpt``;
-    ``ckpt_path=FILE`` continues in that checkpoint's run directory.
+    ``ckpt_path=FILE`` continues in that checkpoint's run directory, or starts a new run directory
+    when the file is not inside one (``run_dir_of``). ``run_dir`` set: that directory.
 
     Raises:
         LightningTTSError: a checkpoint to resume that does not exist.
@@ -102,21 +134,28 @@ def resolve_run_dir(cfg: DictConfig) -> tuple[Path, Optional[str]]:
         path = Path(ckpt)
         if not path.is_file():
             raise LightningTTSError(f"ckpt_path not found: {ckpt}")
-        return (Path(cfg.run_dir) if cfg.run_dir else path.resolve().parent.parent), str(path)
+        if cfg.run_dir:
+            return Path(cfg.run_dir), str(path)
+        home = run_dir_of(path)
+        if home is None:
+            home = _new_run_dir(cfg)
+            if not _is_ddp_child():
+                log.info("ckpt_path=%s is not inside a run directory: resuming it in the new run %s", ckpt, home)
+        return home, str(path)
     if cfg.run_dir:
         return Path(cfg.run_dir), None
-    if os.environ.get(RUN_DIR_ENV) and os.environ.get("LOCAL_RANK", "0") != "0":  # a DDP child of this run
-        return Path(os.environ[RUN_DIR_ENV]), None
-    if os.environ.get("SLURM_JOB_ID"):
-        return parent / f"slurm_{os.environ['SLURM_JOB_ID']}", None
-    versions = _versions(parent)
-    next_n = int(versions[-1].name.split("_")[-1]) + 1 if versions else 0
-    return parent / f"version_{next_n}", None
+    return _new_run_dir(cfg), None
 
 
-def build_trainer(cfg: DictConfig, run_dir: Path, learner: BaseLearner, progress: bool = True) -> pl.Trainer:
+def build_trainer(cfg: DictConfig, run_dir: Path, learner: BaseLearner, progress: bool = True,
+                  callbacks: Sequence[pl.Callback] = ()) -> pl.Trainer:
     """A Lightning Trainer from ``cfg.trainer`` with the run's loggers and callbacks (the best
-    checkpoint is chosen on ``learner.checkpoint_monitor()``)."""
+    checkpoint is chosen on ``learner.checkpoint_monitor()``; SIGTERM/SIGINT save ``last.ckpt`` and
+    stop, see ``SignalCheckpoint``), writing checkpoints atomically (``AtomicCheckpointIO``).
+
+    Args:
+        callbacks: more callbacks, after the run's own.
+    """
     from pytorch_lightning.callbacks import LearningRateMonitor
     from pytorch_lightning.loggers import CSVLogger
 
@@ -131,18 +170,33 @@ def build_trainer(cfg: DictConfig, run_dir: Path, learner: BaseLearner, progress
                                 save_top_k=1)
     options = {k: v for k, v in to_container(cfg.trainer).items() if k != "default_root_dir"}
     options["enable_progress_bar"] = options.get("enable_progress_bar", True) and progress
-    return pl.Trainer(**options, default_root_dir=str(run_dir), logger=loggers,
+    return pl.Trainer(**options, default_root_dir=str(run_dir), logger=loggers, plugins=[AtomicCheckpointIO()],
                       callbacks=[checkpoints, ValidationImagesCallback(run_dir / "images"),
                                  FewShotEvalCallback(run_dir / "fewshot", build(FewShotConfig, cfg.fewshot),
                                                      build(VocoderConfig, cfg.vocoder), seed=cfg.data.splits.seed),
                                  EmbeddingProjectionCallback(run_dir / "embeddings", build(ProjectionConfig, cfg.projection),
                                                              seed=cfg.seed),
-                                 LearningRateMonitor(logging_interval="step")],
+                                 LearningRateMonitor(logging_interval="step"), SignalCheckpoint(checkpoints),
+                                 *callbacks],
                       use_distributed_sampler=False, inference_mode=False, enable_model_summary=False)
 
 
+def _fit(trainer: pl.Trainer, learner: BaseLearner, dm: pl.LightningDataModule, resume: Optional[str]) -> None:
+    """``trainer.fit`` with SIGTERM/SIGINT handled by the trainer's ``SignalCheckpoint``.
+
+    Raises:
+        TrainingInterrupted: a signal stopped training (after saving its step, if it had trained one).
+    """
+    stop = next(cb for cb in trainer.callbacks if isinstance(cb, SignalCheckpoint))
+    with stop.armed():
+        try:
+            trainer.fit(learner, datamodule=dm, ckpt_path=resume)
+        except SIGTERMException as err:  # Lightning's handler saw SIGTERM before training started
+            raise TrainingInterrupted(signal.SIGTERM, trainer.global_step, None) from err
+
+
 def run(cfg: DictConfig, stage: str = "fit", checkpoint: Optional[str] = None, progress: bool = True,
-        adapt_steps: Optional[int] = None) -> RunResult:
+        adapt_steps: Optional[int] = None, callbacks: Sequence[pl.Callback] = ()) -> RunResult:
     """Train (``fit``), or score a checkpoint on validation (``validate``) or few-shot test tasks (``test``).
 
     Args:
@@ -151,6 +205,10 @@ def run(cfg: DictConfig, stage: str = "fit", checkpoint: Optional[str] = None, p
         checkpoint: the checkpoint to score (validate/test).
         progress: progress bars.
         adapt_steps: adaptation steps used by validate/test (default: the checkpoint's).
+        callbacks: more Lightning callbacks for the Trainer.
+
+    Raises:
+        TrainingInterrupted: ``fit`` stopped by SIGTERM or SIGINT (``last.ckpt`` holds the step it reached).
     """
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     if stage == "fit":
@@ -171,13 +229,13 @@ def run(cfg: DictConfig, stage: str = "fit", checkpoint: Optional[str] = None, p
         run_dir, resume = Path(checkpoint).resolve().parent.parent, None
         dm = build_datamodule(cfg, learner.batches, progress)
     run_dir.mkdir(parents=True, exist_ok=True)
-    trainer = build_trainer(cfg, run_dir, learner, progress)
+    trainer = build_trainer(cfg, run_dir, learner, progress, callbacks)
     if trainer.is_global_zero:
         save_config(cfg, run_dir / ("config.yaml" if stage == "fit" else f"config_{stage}.yaml"))
         log.info("%s: %s", cfg.learner.name, dm.describe())
     try:
         if stage == "fit":
-            trainer.fit(learner, datamodule=dm, ckpt_path=resume)
+            _fit(trainer, learner, dm, resume)
         elif stage == "validate":
             trainer.validate(learner, datamodule=dm)
         else:

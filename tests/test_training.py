@@ -4,9 +4,13 @@ Measured on the 2-core CI machine (numbers in the assertions' comments).
 """
 from __future__ import annotations
 
+import logging
+import shutil
 from pathlib import Path
+from typing import Optional
 
 import pytest
+import pytorch_lightning as pl
 import torch
 
 from lightning_tts.config import load_config
@@ -14,7 +18,7 @@ from lightning_tts.learners import load_learner
 from lightning_tts.models.losses import masked_l1
 from lightning_tts.data.datamodule import build_datamodule
 from lightning_tts.data.plans import UtteranceBatches
-from lightning_tts.training import run
+from lightning_tts.training import run, run_dir_of
 
 STEPS = 500
 
@@ -108,19 +112,101 @@ def test_run_artefacts(trained) -> None:
     assert ckpt["global_step"] == STEPS
 
 
-def test_resume_continues_step_and_optimiser(corpus: Path, tmp_path: Path) -> None:
-    common = ("trainer.limit_val_batches=1", "trainer.val_check_interval=5", "trainer.check_val_every_n_epoch=null")
+class ResumeProbe(pl.Callback):
+    """What a run starts from (global step, Adam's first moments) and how many optimiser steps it takes."""
+
+    def __init__(self) -> None:
+        self.start_step: Optional[int] = None
+        self.start_moments: dict[int, torch.Tensor] = {}
+        self.optimizer_steps = 0
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.start_step = trainer.global_step
+        state = trainer.optimizers[0].state_dict()["state"]
+        self.start_moments = {i: s["exp_avg"].detach().clone() for i, s in state.items()}
+
+    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer) -> None:
+        self.optimizer_steps += 1
+
+
+class LogLines(logging.Handler):
+    """Collects the messages of a logger (Lightning's does not propagate to pytest's handler)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(logging.INFO)
+        self.logger, self.lines = logging.getLogger(name), []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+    def __enter__(self) -> "LogLines":
+        self.logger.addHandler(self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.logger.removeHandler(self)
+
+
+@pytest.fixture(scope="module")
+def resume_cache(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A feature cache shared by the resume tests (the first run fills it)."""
+    return f"data.cache_dir={tmp_path_factory.mktemp('resume') / 'cache'}"
+
+
+def test_resume_continues_step_and_optimiser(corpus: Path, tmp_path: Path, resume_cache: str) -> None:
+    common = ("trainer.limit_val_batches=1", "trainer.val_check_interval=5", "trainer.check_val_every_n_epoch=null",
+              resume_cache)
     first = run(_cfg(corpus, tmp_path, "trainer.max_steps=10", *common), "fit", progress=False)
     first_ckpt = torch.load(first.last_checkpoint, weights_only=True)
     assert first_ckpt["global_step"] == 10
-    second = run(_cfg(corpus, tmp_path, "trainer.max_steps=16", "ckpt_path=last", *common), "fit", progress=False)
+    probe = ResumeProbe()
+    with LogLines("pytorch_lightning") as lightning_log:
+        second = run(_cfg(corpus, tmp_path, "trainer.max_steps=16", "ckpt_path=last", *common), "fit", progress=False,
+                     callbacks=[probe])
     assert second.run_dir == first.run_dir
+    restored = f"Restored all states from the checkpoint at {first.run_dir / 'checkpoints' / 'last.ckpt'}"
+    assert restored in lightning_log.lines
+    # it started where the first run stopped, with its optimiser moments, and took only the remaining steps
+    assert (probe.start_step, probe.optimizer_steps) == (10, 6)
+    saved_moments = {i: s["exp_avg"] for i, s in first_ckpt["optimizer_states"][0]["state"].items()}
+    assert probe.start_moments.keys() == saved_moments.keys() and saved_moments
+    assert all(torch.equal(probe.start_moments[i], saved_moments[i]) for i in saved_moments)
     ckpt = torch.load(second.last_checkpoint, weights_only=True)
     assert ckpt["global_step"] == 16
-    adam_steps = {int(s["step"]) for s in ckpt["optimizer_states"][0]["state"].values()}
-    assert adam_steps == {16}  # the optimiser state was restored, not restarted (it would say 6)
-    # the scheduler continued too (a restarted one would have stepped 6 times)
+    assert {int(s["step"]) for s in ckpt["optimizer_states"][0]["state"].values()} == {16}
     assert (first_ckpt["lr_schedulers"][0]["last_epoch"], ckpt["lr_schedulers"][0]["last_epoch"]) == (10, 16)
+
+
+def test_resume_from_a_checkpoint_outside_a_run_starts_a_new_run(corpus: Path, tmp_path: Path, resume_cache: str,
+                                                                 caplog) -> None:
+    common = ("trainer.limit_val_batches=1", "trainer.val_check_interval=4", "trainer.check_val_every_n_epoch=null",
+              resume_cache)
+    first = run(_cfg(corpus, tmp_path, "trainer.max_steps=4", *common), "fit", progress=False)
+    elsewhere = tmp_path / "elsewhere" / "x.ckpt"
+    elsewhere.parent.mkdir()
+    shutil.copy(first.last_checkpoint, elsewhere)
+    probe = ResumeProbe()
+    with caplog.at_level(logging.INFO, logger="lightning_tts.training"), LogLines("pytorch_lightning") as lightning_log:
+        second = run(_cfg(corpus, tmp_path, "trainer.max_steps=6", f"ckpt_path={elsewhere}", *common), "fit",
+                     progress=False, callbacks=[probe])
+    assert f"Restored all states from the checkpoint at {elsewhere}" in lightning_log.lines
+    assert second.run_dir == tmp_path / "runs" / "multispeaker" / "version_1"
+    said = f"ckpt_path={elsewhere} is not inside a run directory: resuming it in the new run {second.run_dir}"
+    assert said in caplog.messages
+    assert (probe.start_step, probe.optimizer_steps) == (4, 2)
+    assert torch.load(second.last_checkpoint, weights_only=True)["global_step"] == 6
+    # nothing in the checkpoint's grandparent, where the run directory used to be put
+    assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "logs").exists()
+
+
+def test_run_dir_of_needs_the_run_layout(tmp_path: Path) -> None:
+    run_dir = tmp_path / "runs" / "version_3"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "config.yaml").write_text("seed: 0\n")
+    assert run_dir_of(run_dir / "checkpoints" / "last.ckpt") == run_dir.resolve()
+    (tmp_path / "loose" / "checkpoints").mkdir(parents=True)  # no config.yaml beside checkpoints/
+    assert run_dir_of(tmp_path / "loose" / "checkpoints" / "x.ckpt") is None
+    assert run_dir_of(run_dir / "x.ckpt") is None
 
 
 def test_bf16_mixed_trains_on_cpu(corpus: Path, tmp_path: Path) -> None:
