@@ -196,9 +196,9 @@ def _synthesize(args: argparse.Namespace, cfg: Optional[DictConfig]) -> int:
         voice = tts.clone(args.reference)
     else:
         voice = tts.speaker(args.speaker)
-        if args.speaker is None:
-            print(f"no voice given: using training {voice.description} (--speaker to choose)", file=sys.stderr)
     spoken = tts.to_file(args.text, voice, args.out, pace=args.pace)
+    if args.speaker is None and args.adapted is None and args.reference is None:
+        print(f"no voice given: used training {voice.description} (--speaker to choose)", file=sys.stderr)
     print(f"wrote {spoken.path}: {spoken.seconds:.2f} s, {spoken.frames} frames, {voice.description}")
     return 0
 
