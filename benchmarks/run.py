@@ -299,6 +299,31 @@ def index_scale(speakers: int, utterances: int) -> dict[str, Any]:
         return json.loads(out.read_text())
 
 
+def index_recheck(speakers: int, utterances: int, repeats: int) -> dict[str, Any]:
+    """``benchmarks.index_recheck`` in a fresh process: ``prepare`` on an unchanged LibriTTS-layout tree."""
+    import subprocess
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "recheck.json"
+        subprocess.run([sys.executable, "-m", "benchmarks.index_recheck", "--speakers", str(speakers),
+                        "--utterances", str(utterances), "--repeats", str(repeats), "--out", str(out)], check=True,
+                       cwd=ROOT, stdout=subprocess.DEVNULL)
+        return json.loads(out.read_text())
+
+
+def recheck_row(r: dict[str, Any], cache: dict[str, Any]) -> tuple[str, ...]:
+    """Table row of the re-check against extracting once (row 3, 2 workers), per utterance."""
+    extract_us = 1e6 / cache["workers_2"]["utterances_per_s"]
+    fraction = r["recheck_us_per_utterance"] / extract_us
+    at_scale = r["recheck_us_per_utterance"] * 375_000 / 1e6
+    scale = "" if r["utterances"] == 375_000 else f"; {at_scale:.1f} s projected for 375,000"
+    return ("4", f"cache re-check, {r['utterances']:,} unchanged utterances (LibriTTS layout)",
+            f"{r['recheck']['median_s']:.2f} s",
+            f"{r['recheck_us_per_utterance']:.0f} us/utt = {100 * fraction:.1f} % of extracting once "
+            f"({extract_us:.0f} us/utt){scale}",
+            f"< 10 %: {'met' if fraction < 0.1 else 'missed'}; < 30 s at 375k: {'met' if at_scale < 30 else 'missed'}")
+
+
 def gpu_section(root: Path, tmp: Path, repeats: int) -> dict[str, Any]:
     """Frames/s and peak memory per learner step in fp32 and bf16 autocast (CUDA only)."""
     if not torch.cuda.is_available():
@@ -331,6 +356,7 @@ def table(results: dict[str, Any]) -> str:
                  f"process RSS {i['rss_mb']:.0f} MB (index {i['index_rss_mb']:.0f} MB); "
                  f"{i['task_batches_per_s']:.0f} task batches/s",
                  f"< 1 GB: {'met' if i['rss_mb'] < 1024 else 'missed'}"))
+    rows.append(recheck_row(results["recheck"], c))
     if "speedup" in x:
         rows.append(("5", f"MCD-DTW, {x['pairs']} real-speech pairs", f"{x['ours_s']:.2f} s",
                      f"pymcd {x['pymcd_s']:.2f} s ({x['speedup']:.1f}x); same features: max rel. diff "
@@ -374,6 +400,7 @@ def main(argv: list[str] | None = None) -> int:
         results["metrics"] = metric_costs(pairs=10 if quick else 100)
         results["synthesis"] = synthesis_rtf(repeats=2 if quick else 5)
         results["index"] = index_scale(200 if quick else 2456, 6000 if quick else 375_000)
+        results["recheck"] = index_recheck(200 if quick else 2456, 6000 if quick else 375_000, 2 if quick else 3)
         results["gpu"] = gpu_section(root, tmp, repeats=2 if quick else 5)
     results["seconds"] = time.perf_counter() - started
     markdown = table(results)

@@ -32,15 +32,23 @@ class Command:
     uses_config: bool = True
 
 
+def _preprocess_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--verify", action="store_true",
+                   help="hash every audio file and re-read every feature file: catches audio replaced under the "
+                        "same size and modification time (slow: reads the whole corpus)")
+
+
 def _preprocess(args: argparse.Namespace, cfg: Optional[DictConfig]) -> int:
-    """Read the corpus, cache features, write the index and the skip report."""
+    """Bring the feature cache in step with the corpus; write the index and the skip report."""
     from lightning_tts.audio import FeatureParams
     from lightning_tts.data.cache import preprocess
 
     assert cfg is not None
     cache, index = preprocess(cfg.data, FeatureParams.from_config(cfg.features), phonemes=cfg.text.phonemes,
-                              progress=not args.no_progress)
+                              progress=not args.no_progress, verify=args.verify)
     print(index.summary())
+    assert index.changes is not None
+    print(index.changes.describe())
     print(f"features: {cache.directory}")
     print(f"skip report: {cache.directory / 'report.json'}")
     return 0
@@ -340,7 +348,7 @@ COMMANDS: dict[str, Command] = {
     "validate": Command("score a checkpoint on the validation batches", _evaluate_stage("validate"), _score_args),
     "test": Command("adapt a checkpoint to each test speaker and score the query utterances",
                     _evaluate_stage("test"), _score_args),
-    "preprocess": Command("read a corpus and build its feature cache", _preprocess),
+    "preprocess": Command("read a corpus and bring its feature cache up to date", _preprocess, _preprocess_args),
     "synthetic-corpus": Command("write the procedural multi-speaker corpus", _synthetic_corpus, _synthetic_args,
                                 uses_config=False),
     "adapt": Command("adapt a checkpoint to a new speaker from a few utterances", _adapt, _adapt_args,

@@ -4,12 +4,17 @@ A reader never crashes on one bad file: a missing transcript, unreadable or corr
 or a clip outside the duration bounds is skipped and counted in a ``SkipReport``, summarised at the
 end in one line (and a JSON report). A corpus with no usable utterance is a ``DataError``.
 
+Reading has two steps: ``listing`` (paths and transcripts; no audio file opened) and ``probe`` (the
+duration, from the audio header unless the corpus states it). The feature cache re-checks a corpus on
+every run by listing it and probing only the recordings that are new or changed.
+
 Readers register themselves by name (``@register_corpus("vctk")``); ``data.corpus`` picks one.
 """
 from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 from abc import ABC, abstractmethod
 from collections import Counter, defaultdict
@@ -23,13 +28,45 @@ from lightning_tts.errors import AudioError, ConfigError, DataError
 
 @dataclass(slots=True)
 class Utterance:
-    """One recording: where it is, what is said, who says it, how long it is (seconds)."""
+    """One recording: where it is, what is said, who says it, how long it is (seconds).
+
+    The last three fields are the fingerprint of the audio file the cached features were made from
+    (filled in by the feature cache; -1/None for an utterance that no cache has seen): its size in
+    bytes, its modification time in ns, and the SHA-256 of its bytes.
+    """
 
     utterance_id: str
     speaker: str
     path: str
     text: str
     duration: float
+    size: int = -1
+    mtime_ns: int = -1
+    sha256: Optional[str] = None
+
+
+@dataclass(slots=True)
+class Candidate:
+    """A listed recording whose audio has not been opened yet.
+
+    Attributes:
+        utterance_id: id within its speaker.
+        speaker: speaker id.
+        path: the audio file.
+        text: the transcript, stripped and non-empty.
+        duration: seconds when the corpus states it (manifests), else None (read from the header).
+    """
+
+    utterance_id: str
+    speaker: str
+    path: str
+    text: str
+    duration: Optional[float]
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """(speaker, utterance_id): what names one feature file."""
+        return self.speaker, self.utterance_id
 
 
 @dataclass
@@ -69,14 +106,55 @@ class SkipReport:
 
 
 @dataclass
+class CorpusChanges:
+    """What changed in a corpus since its feature cache was last brought up to date.
+
+    Attributes:
+        checked: recordings listed (with a transcript).
+        new: recordings the last index did not know.
+        changed: recordings whose audio (path, size, mtime, or content under ``--verify``) or transcript changed.
+        removed: recordings of the last index no longer listed (file or transcript deleted).
+        extracted: feature files computed by this update.
+        rebuilt: of those, files of unchanged recordings that were missing, damaged or stale.
+        previous: why there was no usable last index ("" when there was one).
+    """
+
+    checked: int = 0
+    new: int = 0
+    changed: int = 0
+    removed: int = 0
+    extracted: int = 0
+    rebuilt: int = 0
+    previous: str = ""
+
+    @property
+    def any(self) -> bool:
+        """True when the index or a feature file had to be updated."""
+        return bool(self.new or self.changed or self.removed or self.extracted or self.previous)
+
+    def describe(self) -> str:
+        """One line: what changed ('+12 new, 3 changed, 1 removed; ...') or that nothing did."""
+        extracted = f"{self.extracted} feature file{'' if self.extracted == 1 else 's'} extracted"
+        if self.previous:
+            return f"feature cache index built ({self.previous}): {self.checked} recordings listed, {extracted}"
+        if not self.any:
+            return f"corpus unchanged since the last index ({self.checked} recordings checked)"
+        line = (f"corpus changes since the last index: +{self.new} new, {self.changed} changed, "
+                f"{self.removed} removed; {extracted}")
+        return line + (f" ({self.rebuilt} damaged or missing, of unchanged recordings)" if self.rebuilt else "")
+
+
+@dataclass
 class CorpusIndex:
-    """What a reader found: usable utterances, per-speaker metadata, and what it skipped."""
+    """What a reader found: usable utterances, per-speaker metadata, what it skipped, and (when it comes
+    from the feature cache) what changed since the last index."""
 
     name: str
     root: str
     utterances: list[Utterance]
     speakers: dict[str, dict[str, str]]
     skipped: SkipReport
+    changes: Optional[CorpusChanges] = None
 
     def summary(self) -> str:
         """One line: counts of utterances, speakers, hours and skips."""
@@ -108,57 +186,76 @@ class CorpusReader(ABC):
         return cls(data_cfg["root"], min_duration=data_cfg["min_duration"], max_duration=data_cfg["max_duration"])
 
     @abstractmethod
-    def candidates(self, report: SkipReport) -> Iterator[tuple[str, str, Path, Optional[str], Optional[float]]]:
-        """Yield (utterance_id, speaker, audio path, text or None, duration or None)."""
+    def candidates(self, report: SkipReport) -> Iterator[tuple[str, str, str | Path, Optional[str], Optional[float]]]:
+        """Yield (utterance_id, speaker, audio path, text or None, duration or None); open no audio file."""
 
     def speaker_info(self) -> dict[str, dict[str, str]]:
         """Per-speaker metadata (gender, accent, ...) where the corpus has it."""
         return {}
 
     def read(self) -> CorpusIndex:
-        """Scan the corpus.
+        """Scan the corpus: ``listing`` and then ``probe`` of every listed recording.
 
         Raises:
             DataError: the root does not exist, or no utterance is usable.
         """
-        if not self.root.exists():
-            raise DataError(f"{self.name} corpus root does not exist: {self.root}")
-        report = SkipReport()
+        listed, report = self.listing()
         utterances = []
-        for utt_id, speaker, path, text, duration in self.candidates(report):
-            utt = self._validate(utt_id, speaker, path, text, duration, report)
-            if utt is not None:
-                utterances.append(utt)
+        for cand in listed:
+            duration, reason = self.probe(cand)
+            if reason is not None:
+                report.add(reason, cand.path)
+            else:
+                utterances.append(Utterance(cand.utterance_id, cand.speaker, cand.path, cand.text, duration))
         if not utterances:
             raise DataError(f"no usable utterances in {self.name} corpus at {self.root} "
                             f"(skipped {report.describe()})")
         utterances.sort(key=lambda u: (u.speaker, u.utterance_id))
         return CorpusIndex(self.name, str(self.root), utterances, self.speaker_info(), report)
 
-    def _validate(self, utt_id: str, speaker: str, path: Path, text: Optional[str], duration: Optional[float],
-                  report: SkipReport) -> Optional[Utterance]:
-        """An ``Utterance`` if the candidate is usable; otherwise count why not and return None."""
-        if text is None:
-            report.add("missing transcript", str(path))
-            return None
-        text = text.strip()
-        if not text:
-            report.add("empty text", str(path))
-            return None
+    def listing(self) -> tuple[list[Candidate], SkipReport]:
+        """The recordings with a non-empty transcript, without opening any audio file (cheap: paths and text).
+
+        Returns:
+            The candidates in the reader's order, and the report of what was skipped while listing
+            (missing transcript, empty text, unexpected file name).
+
+        Raises:
+            DataError: the root does not exist or is not a tree of this corpus.
+        """
+        if not self.root.exists():
+            raise DataError(f"{self.name} corpus root does not exist: {self.root}")
+        report = SkipReport()
+        listed = []
+        for utt_id, speaker, path, text, duration in self.candidates(report):
+            if text is None:
+                report.add("missing transcript", str(path))
+                continue
+            text = text.strip()
+            if not text:
+                report.add("empty text", str(path))
+                continue
+            listed.append(Candidate(utt_id, speaker, str(path), text, None if duration is None else float(duration)))
+        return listed, report
+
+    def probe(self, cand: Candidate) -> tuple[Optional[float], Optional[str]]:
+        """Duration of a listed recording (from its header unless the corpus states it) and whether it is usable.
+
+        Returns:
+            (seconds or None when unreadable, None or the skip reason: "unreadable audio", "too short", "too long").
+        """
+        duration = cand.duration
         if duration is None:
             try:
-                frames, sr = audio_info(path)
+                frames, sr = audio_info(cand.path)
             except AudioError:
-                report.add("unreadable audio", str(path))
-                return None
+                return None, "unreadable audio"
             duration = frames / sr
         if duration < self.min_duration:
-            report.add("too short", str(path))
-            return None
+            return duration, "too short"
         if duration > self.max_duration:
-            report.add("too long", str(path))
-            return None
-        return Utterance(utt_id, speaker, str(path), text, float(duration))
+            return duration, "too long"
+        return duration, None
 
 
 CORPORA: dict[str, type[CorpusReader]] = {}
@@ -175,12 +272,42 @@ def register_corpus(name: str) -> Callable[[type[CorpusReader]], type[CorpusRead
     return wrap
 
 
-def _read_transcript(path: Path) -> Optional[str]:
-    """A transcript file's text, or None when it is missing or undecodable."""
+def _read_transcript(path: str | os.PathLike) -> Optional[str]:
+    """A transcript file's text (UTF-8, stripped), or None when it is missing or undecodable.
+
+    Read with bare system calls: every run reads every transcript of the corpus (a transcript edit
+    must reach the index), so this is the re-check's largest cost per recording.
+    """
     try:
-        return path.read_text(encoding="utf-8", errors="strict").strip()
-    except (OSError, UnicodeDecodeError):
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
         return None
+    chunks = []
+    try:
+        while chunk := os.read(fd, 1 << 16):
+            chunks.append(chunk)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    try:
+        text = b"".join(chunks).decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return text.replace("\r\n", "\n").replace("\r", "\n").strip()
+
+
+def _sorted_entries(directory: str | os.PathLike, dirs: bool, suffix: str = "") -> list[os.DirEntry]:
+    """Subdirectories (``dirs``) or files ending in ``suffix`` of a directory, sorted by name; [] if unreadable.
+
+    The order and matches of ``sorted(Path.glob("*"))`` (or ``"*<suffix>"``), listed with ``os.scandir``.
+    """
+    try:
+        with os.scandir(directory) as it:
+            entries = [e for e in it if e.name.endswith(suffix) and e.is_dir() == dirs]
+    except OSError:
+        return []
+    return sorted(entries, key=lambda e: e.name)
 
 
 def _read_table(path: Path, sep: Optional[str] = None, comment: str = "") -> Iterable[list[str]]:
@@ -216,19 +343,21 @@ class VCTKCorpus(CorpusReader):
         return cls(data_cfg["root"], mic=data_cfg["mic"], min_duration=data_cfg["min_duration"],
                    max_duration=data_cfg["max_duration"])
 
-    def candidates(self, report: SkipReport) -> Iterator[tuple[str, str, Path, Optional[str], Optional[float]]]:
+    def candidates(self, report: SkipReport) -> Iterator[tuple[str, str, str | Path, Optional[str], Optional[float]]]:
         if (self.root / "wav48_silence_trimmed").is_dir():
-            pattern, strip = f"*_{self.mic}.flac", f"_{self.mic}"
+            suffix, strip = f"_{self.mic}.flac", f"_{self.mic}"
             audio_dir = self.root / "wav48_silence_trimmed"
         elif (self.root / "wav48").is_dir():
-            pattern, strip, audio_dir = "*.wav", "", self.root / "wav48"
+            suffix, strip, audio_dir = ".wav", "", self.root / "wav48"
         else:
             raise DataError(f"not a VCTK tree (no wav48_silence_trimmed/ or wav48/): {self.root}")
-        for speaker_dir in sorted(p for p in audio_dir.iterdir() if p.is_dir()):
-            for path in sorted(speaker_dir.glob(pattern)):
-                utt_id = path.stem[: -len(strip)] if strip else path.stem
-                text = _read_transcript(self.root / "txt" / speaker_dir.name / f"{utt_id}.txt")
-                yield utt_id, speaker_dir.name, path, text, None
+        txt_dir = str(self.root / "txt")
+        for speaker_dir in _sorted_entries(audio_dir, dirs=True):
+            for entry in _sorted_entries(speaker_dir.path, dirs=False, suffix=suffix):
+                stem = os.path.splitext(entry.name)[0]
+                utt_id = stem[: -len(strip)] if strip else stem
+                text = _read_transcript(f"{txt_dir}{os.sep}{speaker_dir.name}{os.sep}{utt_id}.txt")
+                yield utt_id, speaker_dir.name, entry.path, text, None
 
     def speaker_info(self) -> dict[str, dict[str, str]]:
         rows = list(_read_table(self.root / "speaker-info.txt"))
@@ -261,17 +390,20 @@ class LibriTTSCorpus(CorpusReader):
         return cls(data_cfg["root"], subsets=data_cfg["subsets"], min_duration=data_cfg["min_duration"],
                    max_duration=data_cfg["max_duration"])
 
-    def candidates(self, report: SkipReport) -> Iterator[tuple[str, str, Path, Optional[str], Optional[float]]]:
+    def candidates(self, report: SkipReport) -> Iterator[tuple[str, str, str | Path, Optional[str], Optional[float]]]:
         missing = [s for s in self.subsets if not (self.root / s).is_dir()]
         if missing:
             raise DataError(f"LibriTTS subset(s) not found under {self.root}: {', '.join(missing)}")
         for subset in self.subsets:
-            for path in sorted((self.root / subset).glob("*/*/*.wav")):
-                if not _LIBRITTS_NAME.match(path.stem):
-                    report.add("unexpected file name", str(path))
-                    continue
-                text = _read_transcript(path.with_name(f"{path.stem}.normalized.txt"))
-                yield path.stem, path.parent.parent.name, path, text, None
+            for speaker_dir in _sorted_entries(self.root / subset, dirs=True):
+                for chapter_dir in _sorted_entries(speaker_dir.path, dirs=True):
+                    for entry in _sorted_entries(chapter_dir.path, dirs=False, suffix=".wav"):
+                        stem = os.path.splitext(entry.name)[0]
+                        if not _LIBRITTS_NAME.match(stem):
+                            report.add("unexpected file name", entry.path)
+                            continue
+                        text = _read_transcript(f"{chapter_dir.path}{os.sep}{stem}.normalized.txt")
+                        yield stem, speaker_dir.name, entry.path, text, None
 
     def speaker_info(self) -> dict[str, dict[str, str]]:
         info = {}
@@ -285,7 +417,7 @@ class LibriTTSCorpus(CorpusReader):
 class LJSpeechCorpus(CorpusReader):
     """LJSpeech 1.1: ``metadata.csv`` (id|text|normalized text) and ``wavs/<id>.wav``; one speaker ``LJ``."""
 
-    def candidates(self, report: SkipReport) -> Iterator[tuple[str, str, Path, Optional[str], Optional[float]]]:
+    def candidates(self, report: SkipReport) -> Iterator[tuple[str, str, str | Path, Optional[str], Optional[float]]]:
         metadata = self.root / "metadata.csv"
         if not metadata.is_file():
             raise DataError(f"not an LJSpeech tree (no metadata.csv): {self.root}")
@@ -310,7 +442,7 @@ class ManifestCorpus(CorpusReader):
     (``audio_filepath``, ``speaker_id``) are accepted.
     """
 
-    def candidates(self, report: SkipReport) -> Iterator[tuple[str, str, Path, Optional[str], Optional[float]]]:
+    def candidates(self, report: SkipReport) -> Iterator[tuple[str, str, str | Path, Optional[str], Optional[float]]]:
         if not self.root.is_file():
             raise DataError(f"manifest is not a file: {self.root}")
         base = self.root.parent
