@@ -7,9 +7,10 @@ the unchanged tree: list the tree and read every transcript, stat every audio fi
 feature file, compare with the index. The page cache is warm (the tree was just written and read).
 
 The one-time build is setup, not measured: it probes every header for real, but its feature files
-are placeholders written by a stand-in for ``_extract_batch`` (extracting 375k clips would take
-hours, and the re-check never opens a feature file whose stat matches the index). What extracting
-costs per utterance is measured by the feature-cache benchmark (``benchmarks/run.py``, row 3).
+are placeholders written by a stand-in for ``_extract_batch`` (the re-check never opens a feature
+file whose stat matches the index, and extracting every clip is the very cost it is compared with).
+What extracting costs per utterance is measured by the feature-cache benchmark (``benchmarks/run.py``,
+row 3); ``python -m benchmarks`` puts the two side by side.
 
     python -m benchmarks.index_recheck [--speakers 2456] [--utterances 375000] [--repeats 3] [--out FILE]
 """
@@ -106,7 +107,7 @@ def run(speakers: int, utterances: int, repeats: int) -> dict[str, Any]:
         "listing_s": round(t_listing, 3),
         "recheck": {"median_s": median, "min_s": min(times), "max_s": max(times), "repeats": repeats},
         "recheck_us_per_utterance": median / utterances * 1e6,
-        "rss_mb": round(proc.memory_info().rss / 2**20, 1),
+        "rss_after_mb": round(proc.memory_info().rss / 2**20, 1),  # this process after the setup and the re-checks
     }
 
 

@@ -134,10 +134,16 @@ def _mtimes(cache: FeatureCache) -> dict[Path, int]:
     return {p.relative_to(cache.directory): p.stat().st_mtime_ns for p in cache.directory.glob("*/*.pt")}
 
 
+def _without(mtimes: dict[Path, int], changed: Path) -> dict[Path, int]:
+    return {p: t for p, t in mtimes.items() if p != changed}
+
+
 def _texts(index: CorpusIndex) -> dict[str, str]:
     return {u.utterance_id: u.text for u in index.utterances}
 
 
+# Each layout writes a tiny corpus and returns its root and a ``change`` that adds one recording, edits one
+# transcript and deletes one recording (for the table corpora: its row and its file), returning their ids.
 def _vctk(tmp: Path) -> tuple[Path, Callable[[], tuple[str, str, str]]]:
     root = write_vctk(tmp / "vctk", speakers=3, utts=3)
 
@@ -259,12 +265,14 @@ def test_recording_replaced_under_the_same_name_is_re_extracted(tmp_path: Path, 
     sf.write(flac, tone(1.1, 48000, 260, seed=4), 48000)  # another take: other length, other pitch
     cache, index = _prepare(cfg)
     assert (index.changes.changed, index.changes.new, index.changes.removed, index.changes.extracted) == (1, 0, 0, 1)
+    with pytest.raises(DataError, match="made from other audio"):  # a run still holding the old index
+        cache.load(utt)
     utt = next(u for u in index.utterances if u.utterance_id == "p225_002")
     new_mel = cache.load(utt)["mel"]
     assert new_mel.shape[0] > old_mel.shape[0] and utt.duration == pytest.approx(1.1)
     assert torch.load(cache.path(utt), weights_only=True)["source"]["sha256"] == file_sha256(flac)
     changed = cache.path(utt).relative_to(cache.directory)
-    assert {p: t for p, t in _mtimes(cache).items() if p != changed} == {p: t for p, t in mtimes.items() if p != changed}
+    assert _without(_mtimes(cache), changed) == _without(mtimes, changed)
 
 
 def test_verify_catches_audio_replaced_under_the_same_size_and_time(tmp_path: Path, make_cfg,
@@ -288,7 +296,7 @@ def test_verify_catches_audio_replaced_under_the_same_size_and_time(tmp_path: Pa
     utt = next(u for u in index.utterances if u.utterance_id == "p226_003")
     assert not torch.equal(cache.load(utt)["mel"], old_mel) and utt.sha256 == file_sha256(wav)
     changed = cache.path(utt).relative_to(cache.directory)
-    assert {p: t for p, t in _mtimes(cache).items() if p != changed} == {p: t for p, t in mtimes.items() if p != changed}
+    assert _without(_mtimes(cache), changed) == _without(mtimes, changed)
 
 
 @pytest.mark.parametrize("damage", ["truncated", "same size and time"])
@@ -311,8 +319,8 @@ def test_damaged_feature_file_is_reported_in_one_line_and_rebuilt(damage: str, t
     cache, index = _prepare(cfg)
     assert index.changes.extracted == index.changes.rebuilt == 1 and "1 damaged or missing" in index.changes.describe()
     assert torch.equal(cache.load(utt)["mel"], mel)
-    assert {p: t for p, t in _mtimes(cache).items() if p != path.relative_to(cache.directory)} == \
-        {p: t for p, t in mtimes.items() if p != path.relative_to(cache.directory)}
+    changed = path.relative_to(cache.directory)
+    assert _without(_mtimes(cache), changed) == _without(mtimes, changed)
 
 
 def test_old_and_unreadable_indexes_are_rebuilt(tmp_path: Path, make_cfg) -> None:

@@ -148,7 +148,8 @@ class FeatureCache:
             feats = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # torch.load raises OSError, RuntimeError, EOFError, UnpicklingError, ValueError...
             raise DataError(f"damaged cached features {path}: {_first_line(err)}") from err
-        if not isinstance(feats, dict) or feats.get("format") != FEATURE_FORMAT or not isinstance(feats.get("source"), dict):
+        if (not isinstance(feats, dict) or feats.get("format") != FEATURE_FORMAT
+                or not isinstance(feats.get("source"), dict)):
             raise DataError(f"damaged cached features {path}: not a format-{FEATURE_FORMAT} feature file")
         mel = feats.get("mel")
         if not isinstance(mel, torch.Tensor) or mel.dim() != 2 or mel.shape[1] != self.params.n_mels:
@@ -178,7 +179,7 @@ class FeatureCache:
         return {k: v.float() for k, v in feats.items() if isinstance(v, torch.Tensor)}
 
     def intact_source(self, utt: Utterance) -> Optional[dict[str, Any]]:
-        """The recorded source of ``utt``'s feature file when it is readable and made from ``utt``'s audio, else None."""
+        """The recorded source of ``utt``'s feature file if it is readable and made from ``utt``'s audio, else None."""
         try:
             source = self.read(self.path(utt))["source"]
         except DataError:
