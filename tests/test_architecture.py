@@ -330,10 +330,9 @@ def local_package_imports(graph: ImportGraph, allowed: frozenset[str]) -> list[s
             if e.local and e.path.relative_to(graph.package_dir).as_posix() not in allowed]
 
 
-def fail_on(title: str, messages: Sequence[str]) -> None:
-    """Fail the test with the messages under a title, one per line, if there are any."""
-    if messages:
-        pytest.fail(f"{title} ({len(messages)}):\n" + "\n".join(messages), pytrace=False)
+def report(title: str, messages: Sequence[str]) -> str:
+    """The messages under a title, one per line (an assertion's explanation)."""
+    return f"{title} ({len(messages)}):\n" + "\n".join(messages)
 
 
 @pytest.fixture(scope="module")
@@ -344,18 +343,20 @@ def graph() -> ImportGraph:
 
 def test_no_import_circle(graph: ImportGraph) -> None:
     """No two package modules import each other, directly or through others."""
-    fail_on("import circles", import_circles(graph))
+    circles = import_circles(graph)
+    assert not circles, report("import circles", circles)
 
 
 def test_no_upward_import(graph: ImportGraph) -> None:
     """Every module is in a layer and imports only its own layer or lower ones."""
-    fail_on("modules outside the layer table or importing upwards", layer_violations(graph, LAYERS))
+    violations = layer_violations(graph, LAYERS)
+    assert not violations, report("modules outside the layer table or importing upwards", violations)
 
 
 def test_package_imports_are_top_level(graph: ImportGraph) -> None:
     """Package modules are imported at the top of a file, except in the CLI entry points."""
-    fail_on(f"function-local package imports outside {', '.join(sorted(LAZY_IMPORT_ALLOWED))}",
-            local_package_imports(graph, LAZY_IMPORT_ALLOWED))
+    lazy = local_package_imports(graph, LAZY_IMPORT_ALLOWED)
+    assert not lazy, report(f"function-local package imports outside {', '.join(sorted(LAZY_IMPORT_ALLOWED))}", lazy)
 
 
 PLANTED: dict[str, str] = {

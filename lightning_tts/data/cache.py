@@ -33,6 +33,7 @@ file per utterance, with ``torch.load(weights_only=True)``.
 """
 from __future__ import annotations
 
+import contextlib
 import gc
 import hashlib
 import json
@@ -232,10 +233,8 @@ class FeatureCache:
 
 def _mark_damaged(path: Path) -> None:
     """Set a damaged feature file's mtime to 0 so that the next run's stat check re-reads it (best effort)."""
-    try:
+    with contextlib.suppress(OSError):
         os.utime(path, ns=(0, 0))
-    except OSError:
-        pass
 
 
 _EXTRACTOR: Optional[FeatureExtractor] = None
