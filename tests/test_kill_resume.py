@@ -156,6 +156,16 @@ def _resume_and_check(args: list[str], run_dir: Path, saved: int, more: int = 3)
     assert not (run_dir.parent / f"version_{int(run_dir.name.split('_')[1]) + 1}").exists()  # resumed in place
 
 
+def _stopped_by(fit, signum: signal.Signals, runs: Path) -> tuple[Path, Path, int]:
+    """(run directory, its last.ckpt, the step saved) after ``fit`` exited with ``signum``'s code."""
+    assert fit.finish() == 128 + signum, fit.output[-4000:]
+    run_dir = runs / "multispeaker" / "version_0"
+    last = run_dir / "checkpoints" / "last.ckpt"
+    saved = _step(last)
+    assert saved > 0
+    return run_dir, last, saved
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_signal_saves_the_step_reached_and_exits_nonzero(tmp_path: Path, synthetic_root: Path, cache: Path, fits,
                                                          signum: signal.Signals) -> None:
@@ -165,11 +175,7 @@ def test_signal_saves_the_step_reached_and_exits_nonzero(tmp_path: Path, synthet
     fit = fits([*args, "trainer.max_steps=100000"])
     fit.wait_until(lambda: ARMED in fit.output, "training to start")
     fit.proc.send_signal(signum)
-    assert fit.finish() == 128 + signum, fit.output[-4000:]
-    run_dir = runs / "multispeaker" / "version_0"
-    last = run_dir / "checkpoints" / "last.ckpt"
-    saved = _step(last)
-    assert saved > 0
+    run_dir, last, saved = _stopped_by(fit, signum, runs)
     assert f"fit stopped by {signum.name} at step {saved}: saved {last}; resume with ckpt_path=last" in fit.output
     assert "success" not in fit.output.lower()
     load_learner(last)
@@ -192,11 +198,7 @@ def test_signal_under_ddp_stops_every_rank_at_one_step(tmp_path: Path, synthetic
         os.killpg(fit.proc.pid, signum)
     else:
         fit.proc.send_signal(signum)
-    assert fit.finish() == 128 + signum, fit.output[-4000:]
-    run_dir = runs / "multispeaker" / "version_0"
-    last = run_dir / "checkpoints" / "last.ckpt"
-    saved = _step(last)
-    assert saved > 0
+    run_dir, last, saved = _stopped_by(fit, signum, runs)
     message = f"fit stopped by {signum.name} at step {saved}: saved {last}; resume with ckpt_path=last"
     lines = fit.output.splitlines()
     assert message in lines and f"[rank 1] {message}" in lines, fit.output[-4000:]  # each rank, the same step
