@@ -56,30 +56,47 @@ def _preprocess(args: argparse.Namespace, cfg: Optional[DictConfig]) -> int:
 
 def _synthetic_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="corpus root to create (VCTK-0.92 layout)")
-    defaults = "(default: SyntheticConfig's, the data.synthetic section of the default run)"
+    p.add_argument("--engine", choices=("procedural", "espeak"), default="procedural",
+                   help="procedural: the formant synthesiser (the default corpus); espeak: English sentences "
+                        'spoken by eSpeak NG voices (pip install "lightning_tts[espeak]")')
+    defaults = "(default: the engine's config, data.synthetic or data.espeak of the default run)"
     p.add_argument("--speakers", type=int, default=None, help=f"number of speakers {defaults}")
     p.add_argument("--utterances", type=int, default=None, help=f"utterances per speaker {defaults}")
     p.add_argument("--seed", type=int, default=None, help=f"the corpus is a function of this seed {defaults}")
-    p.add_argument("--sample-rate", type=int, default=None, help=f"sample rate of the FLAC files {defaults}")
+    p.add_argument("--sample-rate", type=int, default=None,
+                   help=f"procedural only: sample rate of the FLAC files {defaults}; espeak renders 22050 Hz")
+    p.add_argument("--shared", type=int, default=None,
+                   help=f"espeak only: how many sentences every speaker says with the same text {defaults}")
     p.add_argument("--workers", type=int, default=2, help="rendering processes (default 2)")
 
 
 def _synthetic_corpus(args: argparse.Namespace, cfg: Optional[DictConfig]) -> int:
-    """Write the procedural multi-speaker corpus."""
-    from dataclasses import asdict
+    """Write a generated multi-speaker corpus (procedural or eSpeak NG)."""
+    from dataclasses import asdict, fields
 
     from lightning_tts.atomic import require_parent
+    from lightning_tts.data.espeak import EspeakConfig, build_espeak_corpus
     from lightning_tts.data.synthetic import SyntheticConfig, build_synthetic_corpus
 
-    given = {k: getattr(args, k) for k in asdict(SyntheticConfig()) if getattr(args, k) is not None}
-    corpus = SyntheticConfig(**given)
-    for name, value in (("speakers", corpus.speakers), ("utterances", corpus.utterances),
-                        ("sample_rate", corpus.sample_rate), ("workers", args.workers)):
+    schema = EspeakConfig if args.engine == "espeak" else SyntheticConfig
+    names = {f.name for f in fields(schema)}
+    for option in ("sample_rate", "shared"):
+        if option not in names and getattr(args, option) is not None:
+            raise ConfigError(f"--{option.replace('_', '-')} does not apply to --engine {args.engine}")
+    corpus = schema(**{k: getattr(args, k) for k in names if getattr(args, k) is not None})
+    checks = [("speakers", corpus.speakers), ("utterances", corpus.utterances), ("workers", args.workers)]
+    checks += [(k, getattr(corpus, k)) for k in ("sample_rate",) if k in names]
+    for name, value in checks:
         if value < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    if isinstance(corpus, EspeakConfig) and not 0 <= corpus.shared <= corpus.utterances:
+        raise ConfigError(f"--shared must be between 0 and --utterances ({corpus.utterances}), got {corpus.shared}")
     require_parent(args.out, "create")
-    build_synthetic_corpus(args.out, **asdict(corpus), workers=args.workers, progress=not args.no_progress)
-    print(f"synthetic corpus: {corpus.speakers} speakers x {corpus.utterances} utterances in {args.out}")
+    if isinstance(corpus, EspeakConfig):
+        build_espeak_corpus(args.out, corpus, workers=args.workers, progress=not args.no_progress)
+    else:
+        build_synthetic_corpus(args.out, **asdict(corpus), workers=args.workers, progress=not args.no_progress)
+    print(f"{args.engine} corpus: {corpus.speakers} speakers x {corpus.utterances} utterances in {args.out}")
     return 0
 
 
@@ -349,7 +366,7 @@ COMMANDS: dict[str, Command] = {
     "test": Command("adapt a checkpoint to each test speaker and score the query utterances",
                     _evaluate_stage("test"), _score_args),
     "preprocess": Command("read a corpus and bring its feature cache up to date", _preprocess, _preprocess_args),
-    "synthetic-corpus": Command("write the procedural multi-speaker corpus", _synthetic_corpus, _synthetic_args,
+    "synthetic-corpus": Command("write a generated multi-speaker corpus (procedural, or eSpeak NG English)", _synthetic_corpus, _synthetic_args,
                                 uses_config=False),
     "adapt": Command("adapt a checkpoint to a new speaker from a few utterances", _adapt, _adapt_args,
                      uses_config=False),

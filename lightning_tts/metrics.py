@@ -17,6 +17,11 @@
 - **F0 RMSE** (Hz, on frames voiced in both) and **V/UV error** (fraction of aligned frames whose
   voicing differs), on the MCD alignment.
 - **EER** from trial scores and same/different labels; **cosine similarity** of embeddings.
+- **WER / CER** (word / character error rate): Levenshtein distance between the reference and the
+  hypothesis (substitutions + deletions + insertions) over the reference length, both sides
+  normalised by ``text.scoring_words``; CER on the words joined by single spaces. Above 1 when the
+  hypothesis inserts more than the reference holds; an empty reference with a non-empty hypothesis
+  is 1.
 """
 from __future__ import annotations
 
@@ -32,6 +37,7 @@ from scipy.spatial.distance import cdist
 from torchmetrics import Metric
 
 from lightning_tts.audio import FeatureParams, estimate_pitch, resample
+from lightning_tts.text import scoring_words
 
 MCD_CONST = 10.0 / math.log(10.0) * math.sqrt(2.0)
 _MCEP_PARAMS = {8000: (13, 0.31), 16000: (23, 0.42), 22050: (34, 0.45), 24000: (34, 0.46), 44100: (39, 0.53),
@@ -226,6 +232,34 @@ def verification_scores(embeddings: np.ndarray, labels: np.ndarray) -> tuple[flo
     i, j = np.triu_indices(len(labels), k=1)
     eer, _ = equal_error_rate(scores[i, j], (labels[i] == labels[j]).astype(np.int64))
     return eer, float(silhouette_score(embeddings, labels, metric="cosine"))
+
+
+def edit_distance(ref: Sequence[str], hyp: Sequence[str]) -> int:
+    """Levenshtein distance: the fewest substitutions, deletions and insertions turning ``ref`` into
+    ``hyp`` (unit costs)."""
+    row = list(range(len(hyp) + 1))  # distances from ref[:0] to every prefix of hyp
+    for i, r in enumerate(ref, 1):
+        diagonal, row[0] = row[0], i
+        for j, h in enumerate(hyp, 1):
+            diagonal, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, diagonal + (r != h))
+    return row[-1]
+
+
+def error_rate(ref: Sequence[str], hyp: Sequence[str]) -> float:
+    """Edit distance over the reference length (1 for an empty reference unless both are empty)."""
+    if not ref:
+        return float(bool(hyp))
+    return edit_distance(ref, hyp) / len(ref)
+
+
+def word_error_rate(reference: str, hypothesis: str) -> float:
+    """WER of a transcript against its reference text (both normalised by ``scoring_words``)."""
+    return error_rate(scoring_words(reference), scoring_words(hypothesis))
+
+
+def char_error_rate(reference: str, hypothesis: str) -> float:
+    """CER: the error rate over characters of the normalised words joined by single spaces."""
+    return error_rate(list(" ".join(scoring_words(reference))), list(" ".join(scoring_words(hypothesis))))
 
 
 def _np(x: np.ndarray | torch.Tensor) -> np.ndarray:

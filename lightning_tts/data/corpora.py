@@ -479,20 +479,25 @@ class ManifestCorpus(CorpusReader):
                     yield line_no, row
 
 
+GENERATED_CORPORA = ("synthetic", "espeak")  # built at data.root by the package, in VCTK-0.92 layout
+
+
 def reader_key(name: str) -> str:
-    """The registered reader of corpus ``name`` (``synthetic`` is read as VCTK).
+    """The registered reader of corpus ``name`` (the generated corpora ``synthetic`` and ``espeak``
+    are read as VCTK).
 
     Raises:
         ConfigError: unknown corpus name.
     """
-    key = "vctk" if name == "synthetic" else name
+    key = "vctk" if name in GENERATED_CORPORA else name
     if key not in CORPORA:
-        raise ConfigError(f"unknown corpus {name!r} in data.corpus (known: synthetic, {', '.join(sorted(CORPORA))})")
+        raise ConfigError(f"unknown corpus {name!r} in data.corpus (known: {', '.join(GENERATED_CORPORA)}, "
+                          f"{', '.join(sorted(CORPORA))})")
     return key
 
 
 def build_reader(data_cfg: Mapping[str, Any]) -> CorpusReader:
-    """The reader registered as ``data.corpus`` (``synthetic`` reads its VCTK-layout output).
+    """The reader registered as ``data.corpus`` (a generated corpus is read as its VCTK layout).
 
     Raises:
         ConfigError: unknown corpus name.

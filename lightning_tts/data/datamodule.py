@@ -24,6 +24,7 @@ from lightning_tts.audio import FeatureParams
 from lightning_tts.data.cache import FeatureCache, prepare
 from lightning_tts.data.corpora import CorpusIndex, Utterance
 from lightning_tts.data.plans import BatchPlan, SplitIndices
+from lightning_tts.data.espeak import EspeakConfig
 from lightning_tts.data.synthetic import SyntheticConfig
 from lightning_tts.data.tasks import FixedBatchSampler, TaskConfig, group_by_speaker
 from lightning_tts.errors import DataError
@@ -61,7 +62,8 @@ class DataConfig:
     """Where the corpus lives, how it is read, cached, split and batched (the ``data`` section).
 
     Attributes:
-        corpus: a reader of ``data/corpora.py`` (synthetic, vctk, libritts, ljspeech, manifest).
+        corpus: a reader of ``data/corpora.py`` (vctk, libritts, ljspeech, manifest) or a corpus the
+            package builds at ``root`` when missing (synthetic, espeak).
         root: the corpus root (the manifest file for ``manifest``).
         cache_dir: where feature caches go.
         mic: VCTK 0.92 microphone (mic1 or mic2).
@@ -88,6 +90,7 @@ class DataConfig:
     speakers_per_batch: int = 8
     utterances_per_speaker: int = 4
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    espeak: EspeakConfig = field(default_factory=EspeakConfig)
     splits: SplitConfig = field(default_factory=SplitConfig)
     tasks: TaskConfig = field(default_factory=TaskConfig)
 
@@ -258,7 +261,7 @@ class SpeakerTaskDataModule(pl.LightningDataModule):
         self.dataset: Optional[FeatureDataset] = None
 
     def prepare_data(self) -> None:
-        """Build the synthetic corpus if needed and cache features (local rank 0 only)."""
+        """Build a generated corpus if needed and cache features (local rank 0 only)."""
         prepare(self.data, self.features, phonemes=self.text.phonemes, progress=self.progress)
 
     def setup(self, stage: Optional[str] = None) -> None:
