@@ -33,7 +33,7 @@ from lightning_tts.callbacks.embeddings import ProjectionConfig
 from lightning_tts.callbacks.fewshot import FewShotConfig
 from lightning_tts.data.datamodule import DataConfig
 from lightning_tts.errors import ConfigError
-from lightning_tts.learners import learner_options
+from lightning_tts.learners import WarmStartConfig, learner_options
 from lightning_tts.learners.base import OptimConfig
 from lightning_tts.models.acoustic import ModelConfig
 from lightning_tts.models.losses import LossConfig
@@ -50,6 +50,14 @@ class Config:
     ``learner`` holds ``name`` (a module of ``lightning_tts.learners``) and that learner's own options,
     checked against its ``Config`` dataclass. A config file that names another learner replaces the
     section instead of merging into it.
+
+    Attributes:
+        run_dir: the run directory (default: the next ``version_N``).
+        ckpt_path: resume ``fit`` from this checkpoint, or ``last``.
+        init_from: a fresh ``fit`` starts from this checkpoint's weights, of any learner (a warm
+            start; see ``WarmStartConfig``, the ``warm_start`` section). Ignored when resuming.
+        init_from_sha256: the SHA-256 that ``init_from`` must have; ``fit`` writes it into the run's
+            ``config.yaml``, so rerunning that config refuses a changed file.
     """
 
     seed: int = 1234
@@ -64,8 +72,11 @@ class Config:
     vocoder: VocoderConfig = field(default_factory=VocoderConfig)
     fewshot: FewShotConfig = field(default_factory=FewShotConfig)
     projection: ProjectionConfig = field(default_factory=ProjectionConfig)
+    warm_start: WarmStartConfig = field(default_factory=WarmStartConfig)
     run_dir: Optional[str] = None
     ckpt_path: Optional[str] = None
+    init_from: Optional[str] = None
+    init_from_sha256: Optional[str] = None
 
 
 def _valid_keys(node: Any, prefix: str = "") -> list[str]:

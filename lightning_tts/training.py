@@ -5,9 +5,12 @@ directory ``<trainer.default_root_dir>/<learner>/version_<N>`` (or ``run_dir``) 
 ``config.yaml``, ``checkpoints/`` (``last.ckpt`` + best on ``val/mel_loss``), ``logs/metrics.csv``,
 ``tensorboard/`` events when tensorboard is installed, and ``images/``. SIGTERM or SIGINT during
 ``fit`` saves the step reached to ``checkpoints/last.ckpt`` and raises ``TrainingInterrupted``.
+``init_from=CKPT`` warm-starts a fresh ``fit`` from another run's weights (``learners.warm_start``);
+its ``config.yaml`` records the source's SHA-256 (``init_from_sha256``).
 """
 from __future__ import annotations
 
+import copy
 import importlib.util
 import logging
 import os
@@ -27,8 +30,16 @@ from lightning_tts.callbacks.fewshot import FewShotConfig, FewShotEvalCallback
 from lightning_tts.callbacks.images import ValidationImagesCallback
 from lightning_tts.callbacks.signals import SignalCheckpoint, TrainingInterrupted
 from lightning_tts.data.datamodule import build_datamodule
-from lightning_tts.errors import LightningTTSError
-from lightning_tts.learners import build_learner, get_learner, load_learner
+from lightning_tts.errors import ConfigError, LightningTTSError
+from lightning_tts.learners import (
+    WarmStartConfig,
+    build_learner,
+    get_learner,
+    learner_from_checkpoint,
+    load_learner,
+    read_checkpoint,
+    warm_start,
+)
 from lightning_tts.learners.base import BaseLearner
 from lightning_tts.models.vocoder import VocoderConfig
 from lightning_tts.schema import build, save_config, to_container
@@ -195,6 +206,48 @@ def _fit(trainer: pl.Trainer, learner: BaseLearner, dm: pl.LightningDataModule, 
             raise TrainingInterrupted(signal.SIGTERM, trainer.global_step, None) from err
 
 
+def _recorded(cfg: DictConfig, record: Optional[dict[str, Any]], source: Optional[str]) -> DictConfig:
+    """A copy of ``cfg`` that names the warm start the run's weights come from (``record``, None: none):
+    ``init_from`` = ``source``, its SHA-256 and options."""
+    cfg = copy.deepcopy(cfg)
+    cfg.init_from, cfg.init_from_sha256 = (source, record["sha256"]) if record else (None, None)
+    if record:
+        cfg.warm_start.offset_schedules = record["offset_schedules"]
+        cfg.warm_start.freeze_aligner = record["freeze_aligner"]
+    return cfg
+
+
+def start_weights(cfg: DictConfig, learner: BaseLearner, resume: Optional[str]) -> DictConfig:
+    """Where a fit's weights start: a resumed run checks its checkpoint's features (Lightning then
+    restores it, with its own warm start) and ignores ``init_from``; a fresh run with ``init_from``
+    is warm-started (``learners.warm_start``).
+
+    Returns:
+        The config to save as the run's ``config.yaml``: with the warm start's path and SHA-256.
+
+    Raises:
+        LightningTTSError: a checkpoint that does not fit (one line naming ``init_from`` or the file).
+        ConfigError: ``warm_start.freeze_aligner=true`` without ``init_from``.
+    """
+    if resume:
+        ckpt = read_checkpoint(resume)
+        learner_from_checkpoint(ckpt, resume).check_features(FeatureParams.from_config(cfg.features))
+        record = ckpt.get("warm_start")
+        if cfg.init_from and cfg.init_from != (record or {}).get("path"):
+            log.info("init_from=%s ignored: resuming %s restores that run's own weights", cfg.init_from, resume)
+        return _recorded(cfg, record, record["path"] if record else None)
+    options = build(WarmStartConfig, cfg.warm_start, "warm_start")
+    if not cfg.init_from:
+        if options.freeze_aligner:
+            raise ConfigError("warm_start.freeze_aligner=true needs init_from=CKPT (the aligner to keep)")
+        return cfg
+    record = warm_start(learner, cfg.init_from, options, cfg.init_from_sha256)
+    log.info("init_from %s: copied %s from a %s checkpoint at step %d; the schedules start at step %d",
+             cfg.init_from, ", ".join(record["copied"]), record["source_learner"], record["source_global_step"],
+             record["schedule_offset"])
+    return _recorded(cfg, record, cfg.init_from)
+
+
 def run(cfg: DictConfig, stage: str = "fit", checkpoint: Optional[str] = None, progress: bool = True,
         adapt_steps: Optional[int] = None, callbacks: Sequence[pl.Callback] = ()) -> RunResult:
     """Train (``fit``), or score a checkpoint on validation (``validate``) or few-shot test tasks (``test``).
@@ -214,11 +267,12 @@ def run(cfg: DictConfig, stage: str = "fit", checkpoint: Optional[str] = None, p
     if stage == "fit":
         learner_cls = get_learner(cfg.learner.name)
         run_dir, resume = resolve_run_dir(cfg)
+        if cfg.init_from and not resume and not Path(cfg.init_from).is_file():
+            raise LightningTTSError(f"init_from not found: {cfg.init_from}")  # before the data is prepared
         os.environ[RUN_DIR_ENV] = str(run_dir)
         dm = build_datamodule(cfg, learner_cls.batches, progress)
         learner = build_learner(cfg, speakers=dm.split.train, symbols=dm.text.symbols)
-        if resume:
-            load_learner(resume).check_features(FeatureParams.from_config(cfg.features))
+        cfg = start_weights(cfg, learner, resume)
     else:
         if not checkpoint:
             raise LightningTTSError(f"{stage} needs --checkpoint CKPT")

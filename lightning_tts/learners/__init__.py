@@ -2,20 +2,23 @@
 
 ``learner.name`` names a module of this package; that module registers its class with
 ``@register_learner``. Adding a learner = one file here + one YAML in ``conf/learner/``.
-This module is the registry: finding, building and loading learners (with checkpoint migration).
+This module is the registry: finding, building and loading learners (with checkpoint migration),
+and warm-starting a new learner from another run's checkpoint (``warm_start``, ``init_from=CKPT``).
 """
 from __future__ import annotations
 
 import difflib
 import importlib
 import pkgutil
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from lightning_tts.atomic import file_sha256
 from lightning_tts.errors import ConfigError, LightningTTSError
 from lightning_tts.learners.base import CHECKPOINT_FORMAT, BaseLearner
 from lightning_tts.schema import to_container
@@ -97,12 +100,12 @@ def _learner_name(hparams: Any) -> Any:
     return learner.get("name") if isinstance(learner, dict) else hparams.get("learner_name")
 
 
-def load_learner(path: str | Path) -> BaseLearner:
-    """A trained learner from a checkpoint (``torch.load(weights_only=True)``; no pickled code runs),
-    from any checkpoint format this version knows (``migrate_hyperparameters``).
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The contents of a lightning_tts checkpoint (``torch.load(weights_only=True)``; no pickled code
+    runs) that this version can read.
 
     Raises:
-        LightningTTSError: the file is missing, truncated, or not a lightning_tts checkpoint.
+        LightningTTSError: the file is missing, truncated, not a lightning_tts checkpoint, or newer.
     """
     path = Path(path)
     if not path.is_file():
@@ -118,12 +121,118 @@ def load_learner(path: str | Path) -> BaseLearner:
     if version > CHECKPOINT_FORMAT:
         raise LightningTTSError(f"{path} has checkpoint format {version}; this lightning_tts reads up to "
                                 f"{CHECKPOINT_FORMAT}: upgrade lightning_tts")
+    return ckpt
+
+
+def learner_from_checkpoint(ckpt: dict[str, Any], path: str | Path) -> BaseLearner:
+    """The learner of a checkpoint's contents (``read_checkpoint``), migrated from any format this
+    version knows (``migrate_hyperparameters``), in eval mode, with its warm-start record.
+
+    Raises:
+        LightningTTSError: the weights do not fit this version's learner (``path`` names the file).
+    """
+    hparams = ckpt["hyper_parameters"]
     cls = get_learner(_learner_name(hparams))
-    learner = cls(**migrate_hyperparameters(hparams, version))
+    learner = cls(**migrate_hyperparameters(hparams, ckpt.get("lightning_tts_format", 0)))
     missing, unexpected = learner.load_state_dict(ckpt["state_dict"], strict=False)
     if missing or unexpected:
         raise LightningTTSError(f"{path} does not match this version's {cls.name} model "
                                 f"(missing {len(missing)} tensors, e.g. {missing[:2]}; unexpected {len(unexpected)}, "
                                 f"e.g. {unexpected[:2]})")
+    learner.restore_warm_start(ckpt.get("warm_start"))
     learner.eval()
     return learner
+
+
+def load_learner(path: str | Path) -> BaseLearner:
+    """A trained learner from a checkpoint (``torch.load(weights_only=True)``; no pickled code runs),
+    from any checkpoint format this version knows (``migrate_hyperparameters``).
+
+    Raises:
+        LightningTTSError: the file is missing, truncated, or not a lightning_tts checkpoint.
+    """
+    return learner_from_checkpoint(read_checkpoint(path), path)
+
+
+@dataclass
+class WarmStartConfig:
+    """How ``init_from=CKPT`` starts a fresh ``fit`` from another run's checkpoint (the ``warm_start``
+    section; ``warm_start`` does it).
+
+    The checkpoint may be of any learner (e.g. MAML from a multispeaker baseline). Copied: the whole
+    acoustic model (same features, symbols and model sizes, else a one-line error naming the tensor
+    and both shapes); the learner's ``warm_start_modules`` that the source has with the same shapes
+    (e.g. a speaker encoder); MAML's learned initial speaker vector from the mean of the source's
+    speaker table. The optimiser (Adam moments and step count) starts fresh: only weights are
+    copied. Applied once, at the start of a fresh fit: ``ckpt_path=...`` (resuming) restores the
+    run's own weights, schedule offset and frozen aligner, and ignores ``init_from``.
+
+    Attributes:
+        offset_schedules: (default on) the schedules that belong to the model, the binarisation
+            loss's start and ramp (``loss.bin_start``, ``loss.bin_warmup``) and the learning-rate
+            warm-up (``optim.warmup_steps``), continue from where the source left them: they count
+            the source's step + this run's step (``BaseLearner.schedule_offset``, kept in this
+            run's checkpoints). The cosine decay spans this run's own steps. Off: both restart at 0
+            (so the fresh optimiser warms up again).
+        freeze_aligner: (default off) keep the alignment module (``model.aligner``) at the source's
+            weights: not trained by this run. An alternative to, or combined with, the offset.
+    """
+
+    offset_schedules: bool = True
+    freeze_aligner: bool = False
+
+
+def warm_start(learner: BaseLearner, path: str | Path, options: WarmStartConfig,
+               sha256: Optional[str] = None) -> dict[str, Any]:
+    """Initialise a new ``learner`` from another run's checkpoint (see ``WarmStartConfig``).
+
+    Args:
+        learner: a freshly built learner (before training).
+        path: the source checkpoint (``init_from``).
+        options: schedule offset and aligner freezing.
+        sha256: the SHA-256 the file must have (``init_from_sha256``; None: any).
+
+    Returns:
+        The record, also kept as ``learner.warm_start_record`` and saved in the run's checkpoints as
+        ``warm_start``: ``path`` (absolute), ``sha256``, ``source_learner``, ``source_global_step``
+        (the source's optimiser steps), ``prior_steps`` (those plus its own warm start's
+        ``prior_steps``: what a cost report adds to this run's steps), ``schedule_offset``,
+        ``offset_schedules``, ``freeze_aligner`` and ``copied``.
+
+    Raises:
+        LightningTTSError: one line naming ``init_from``: a missing or unreadable file, another
+            SHA-256, features or symbols that differ, or model tensors that do not fit.
+    """
+    origin = f"init_from {path}"
+    if not Path(path).is_file():
+        raise LightningTTSError(f"init_from not found: {path}")
+    digest = file_sha256(path)
+    if sha256 and digest != sha256:
+        raise LightningTTSError(f"{origin}: its SHA-256 is {digest} but init_from_sha256={sha256}: the file "
+                                f"changed; set init_from_sha256=null to use it as it is now")
+    ckpt = read_checkpoint(path)
+    source = learner_from_checkpoint(ckpt, path)
+    if not source.synthesizes:
+        raise LightningTTSError(f"{origin}: a speaker-encoder-only {source.name} checkpoint (learner.tts_weight=0) "
+                                f"has no trained acoustic model: use learner.encoder_checkpoint instead")
+    try:
+        source.check_features(learner.feature_params)
+    except LightningTTSError as err:
+        raise LightningTTSError(f"{origin}: {err}") from err
+    there, here = source.hparams["phonemes"], learner.hparams["phonemes"]
+    if there != here:
+        raise LightningTTSError(f"{origin}: it was trained with text.phonemes={there} and this run has "
+                                f"text.phonemes={here}: use the source's text settings")
+    if source.text.symbols != learner.text.symbols:
+        raise LightningTTSError(f"{origin}: its symbol table ({len(source.text.symbols)} symbols) differs from this "
+                                f"run's ({len(learner.text.symbols)}): use the source's text settings")
+    copied = learner.warm_start_from(source, origin)
+    step = int(ckpt.get("global_step", 0))
+    before = ckpt.get("warm_start") or {}
+    record = {"path": str(Path(path).resolve()), "sha256": digest, "source_learner": source.name,
+              "source_global_step": step, "prior_steps": step + int(before.get("prior_steps", 0)),
+              "schedule_offset": source.schedule_offset + step if options.offset_schedules else 0,
+              "offset_schedules": options.offset_schedules, "freeze_aligner": options.freeze_aligner,
+              "copied": copied}
+    learner.restore_warm_start(record)
+    return record

@@ -9,15 +9,20 @@ embed speakers, a speaker table) is a protocol of ``learners/capabilities.py``.
 An ``AdaptedState`` is everything that adaptation changed: a speaker vector, overrides for a named
 subset of model parameters, and learner-specific tensors (a memory, an embedding). It is saved as
 plain tensors and loaded with ``weights_only=True``.
+
+A warm start (``init_from=CKPT``, ``learners.warm_start``) copies another run's weights into a new
+learner (``warm_start_from``) and gives it a ``schedule_offset``: the source's step, from which the
+schedules that belong to the model (binarisation-loss start, learning-rate warm-up) continue.
 """
 from __future__ import annotations
 
 import contextlib
 import fnmatch
+import logging
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, List, Optional
+from typing import Any, Callable, ClassVar, List, Mapping, Optional
 
 import pytorch_lightning as pl
 import torch
@@ -35,6 +40,9 @@ from lightning_tts.schema import build, to_container
 from lightning_tts.text import TextProcessor
 
 CHECKPOINT_FORMAT = 2  # bump with a migration in learners.load_learner when checkpoint contents change
+SPEAKER_TABLE = "speaker_table.weight"  # a source's (speakers, speaker_dim) table, whose mean seeds an initial speaker
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -127,6 +135,25 @@ class ValidationExample:
     memory_reads: Optional[torch.Tensor] = None
 
 
+def shape_text(tensor: torch.Tensor) -> str:
+    """A tensor's shape as ``(40, 128)``."""
+    return "(" + ", ".join(str(n) for n in tensor.shape) + ")"
+
+
+def tensor_mismatches(there: Mapping[str, torch.Tensor], here: Mapping[str, torch.Tensor]) -> list[str]:
+    """What keeps the tensors ``there`` (a source) from loading into ``here``: one phrase per tensor
+    that is missing on either side or has another shape (empty: they load)."""
+    problems = [f"{name} is here but not there" if name not in there else
+                f"{name} has shape {shape_text(there[name])} there and {shape_text(tensor)} here"
+                for name, tensor in here.items() if name not in there or there[name].shape != tensor.shape]
+    return problems + [f"{name} is there but not here" for name in there if name not in here]
+
+
+def _under(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The entries of a state dict that are ``prefix`` or lie under ``prefix.``."""
+    return {k: v for k, v in state.items() if k == prefix or k.startswith(f"{prefix}.")}
+
+
 class BaseLearner(pl.LightningModule, ABC):
     """Shared machinery of all learners.
 
@@ -141,12 +168,19 @@ class BaseLearner(pl.LightningModule, ABC):
         phonemes: whether the text front end uses CMUdict phonemes.
 
     Class attributes a learner sets: ``name`` (its ``learner.name``), ``Config`` (its options
-    dataclass) and ``batches`` (the ``BatchPlan`` it trains on).
+    dataclass) and ``batches`` (the ``BatchPlan`` it trains on); for warm starts,
+    ``warm_start_modules`` and ``initial_speaker_name``.
     """
 
     name: ClassVar[str] = ""
     batches: ClassVar[BatchPlan] = UtteranceBatches()
     Config: ClassVar[type[LearnerConfig]] = LearnerConfig
+    #: this learner's own modules/parameters (besides ``model``) that a warm start copies from a
+    #: source holding the same names with the same shapes (e.g. a speaker encoder)
+    warm_start_modules: ClassVar[tuple[str, ...]] = ()
+    #: the parameter holding a learned initial speaker vector, which a warm start seeds with the
+    #: mean of a source's speaker table (None: the learner has none)
+    initial_speaker_name: ClassVar[Optional[str]] = None
     synthesizes: bool = True  # False for a checkpoint trained without the acoustic loss (a speaker encoder)
 
     def __init__(self, symbols: list[str], speakers: list[str], features: dict, model: dict, loss: dict,
@@ -168,12 +202,81 @@ class BaseLearner(pl.LightningModule, ABC):
         self.criterion = AcousticLoss(loss_config)
         self.adapt_steps, self.adapt_lr = self.config.adapt_steps, self.config.adapt_lr
         self.adapt_params = list(self.config.adapt_params)
+        self.schedule_offset = 0  # steps the model's schedules had taken before this run (a warm start's)
+        self.warm_start_record: Optional[dict[str, Any]] = None
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Stamp the checkpoint format (so later versions can migrate old checkpoints) and what wrote it."""
+        """Stamp the checkpoint format (so later versions can migrate old checkpoints) and what wrote
+        it, and the warm start this run began from (``warm_start``), if any."""
         checkpoint["lightning_tts_format"] = CHECKPOINT_FORMAT
         checkpoint["lightning_tts_version"] = __version__
         checkpoint["lightning_tts_provenance"] = provenance()
+        if self.warm_start_record is not None:
+            checkpoint["warm_start"] = self.warm_start_record
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Resuming: take back the run's own warm start (schedule offset, frozen aligner) before the
+        optimiser is built."""
+        self.restore_warm_start(checkpoint.get("warm_start"))
+
+    # ---------------------------------------------------------------- warm start
+    @property
+    def schedule_step(self) -> int:
+        """The step of the model's schedules: ``schedule_offset`` + this run's optimiser step."""
+        return self.schedule_offset + self.global_step
+
+    def restore_warm_start(self, record: Optional[dict[str, Any]]) -> None:
+        """Take on a warm start's record (``learners.warm_start``): its ``schedule_offset`` and, if it
+        says ``freeze_aligner``, a frozen ``model.aligner``. None: no warm start."""
+        self.warm_start_record = record
+        self.schedule_offset = int(record["schedule_offset"]) if record else 0
+        if record and record.get("freeze_aligner"):
+            self.model.aligner.requires_grad_(False)
+
+    @torch.no_grad()
+    def warm_start_from(self, source: "BaseLearner", origin: str) -> list[str]:
+        """Copy into this learner what maps from ``source`` (a learner of any type): the whole
+        acoustic model (``model.*``, required); each of ``warm_start_modules`` that ``source`` holds
+        with the same names and shapes (else skipped with a warning); and the initial speaker
+        vector (``initial_speaker_name``) from the mean of the source's speaker table.
+
+        Args:
+            source: the learner to copy from.
+            origin: how errors name the source (``init_from PATH``).
+
+        Returns:
+            What was copied, e.g. ``["model", "speaker_init=mean(speaker_table)"]``.
+
+        Raises:
+            LightningTTSError: model tensors missing on one side or of other shapes, naming them.
+        """
+        ours, theirs = self.state_dict(), source.state_dict()
+        update = _under(theirs, "model")
+        problems = tensor_mismatches(update, _under(ours, "model"))
+        if problems:
+            more = f" (and {len(problems) - 2} more)" if len(problems) > 2 else ""
+            raise LightningTTSError(f"{origin}: {'; '.join(problems[:2])}{more}")
+        copied = ["model"]
+        for module in self.warm_start_modules:
+            there, here = _under(theirs, module), _under(ours, module)
+            if not there or not here:
+                continue
+            problems = tensor_mismatches(there, here)
+            if problems:
+                log.warning("%s: not copying %s: %s", origin, module, problems[0])
+                continue
+            update.update(there)
+            copied.append(module)
+        name = self.initial_speaker_name
+        if name is not None and SPEAKER_TABLE in theirs and name not in update:
+            mean = theirs[SPEAKER_TABLE].mean(dim=0)
+            if mean.shape != ours[name].shape:
+                raise LightningTTSError(f"{origin}: the mean of {SPEAKER_TABLE} has shape {shape_text(mean)} there "
+                                        f"and {name} has {shape_text(ours[name])} here")
+            update[name] = mean
+            copied.append(f"{name}=mean({SPEAKER_TABLE.split('.')[0]})")
+        self.load_state_dict(update, strict=False)
+        return copied
 
     def check_features(self, features: FeatureParams) -> None:
         """Refuse a run configuration whose features differ from this checkpoint's.
@@ -229,7 +332,7 @@ class BaseLearner(pl.LightningModule, ABC):
                         extras: Optional[dict[str, torch.Tensor]] = None) -> tuple[dict[str, torch.Tensor], AcousticOutput]:
         """Loss terms of a teacher-forced pass over ``batch`` with speaker vectors (B, speaker_dim)."""
         out = self.run_model(batch, speaker, params, extras=extras)
-        return self.criterion(out, batch.mels, batch.mel_lengths, batch.token_lengths, self.global_step), out
+        return self.criterion(out, batch.mels, batch.mel_lengths, batch.token_lengths, self.schedule_step), out
 
     def log_meta_batch(self, tasks: int) -> None:
         """Log ``train/tasks_per_batch`` (this rank) and ``train/effective_meta_batch``: tasks per
@@ -254,7 +357,11 @@ class BaseLearner(pl.LightningModule, ABC):
 
     # ---------------------------------------------------------------- optimisation
     def configure_optimizers(self) -> dict:
-        """AdamW/Adam/SGD with linear warm-up, then cosine decay to ``min_lr_ratio`` (or constant)."""
+        """AdamW/Adam/SGD with linear warm-up, then cosine decay to ``min_lr_ratio`` (or constant).
+
+        The warm-up counts ``schedule_offset`` + this run's steps (a warm start continues it where its
+        source left it); the decay spans this run's steps after what is left of the warm-up.
+        """
         o = self.optim
         name = o.name.lower()
         params = [p for p in self.parameters() if p.requires_grad]
@@ -267,16 +374,17 @@ class BaseLearner(pl.LightningModule, ABC):
         else:
             raise LightningTTSError(f"optim.name must be adamw, adam or sgd, got {o.name!r}")
         total = self._total_steps()
-        warmup, floor, kind = o.warmup_steps, o.min_lr_ratio, o.scheduler
+        warmup, floor, kind, offset = o.warmup_steps, o.min_lr_ratio, o.scheduler, self.schedule_offset
         if kind not in ("cosine", "constant"):
             raise LightningTTSError(f"optim.scheduler must be cosine or constant, got {kind!r}")
+        warmup_left = max(0, warmup - offset)  # this run's steps still in the warm-up
 
         def factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / max(1, warmup)
-            if kind == "constant" or total <= warmup:
+            if step < warmup_left:
+                return (offset + step + 1) / max(1, warmup)
+            if kind == "constant" or total <= warmup_left:
                 return 1.0
-            progress = min(1.0, (step - warmup) / max(1, total - warmup))
+            progress = min(1.0, (step - warmup_left) / max(1, total - warmup_left))
             return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(opt, factor)

@@ -112,6 +112,8 @@ class MAMLLearner(BaseLearner):
     name = "maml"
     batches = TaskBatches()
     Config = MAMLConfig
+    warm_start_modules = ("speaker_init",)
+    initial_speaker_name = "speaker_init"
 
     def __init__(self, **sections: Any) -> None:
         super().__init__(**sections)
@@ -163,7 +165,7 @@ class MAMLLearner(BaseLearner):
                 diffopt.step(loss, override={"lr": self.step_rates(step)}, grad_callback=callback)
             query_out = fnet(task.query)
         return self.criterion(query_out, task.query.mels, task.query.mel_lengths, task.query.token_lengths,
-                              self.global_step)
+                              self.schedule_step)
 
     def inner_loop(self, support: UtteranceBatch, steps: int, order: str,
                    rates: Optional[Callable[[int], list[Any]]] = None,
@@ -202,7 +204,7 @@ class MAMLLearner(BaseLearner):
         """Query losses after ``inner_loop`` (the ``torch.func`` backend)."""
         fast = self.inner_loop(task.support, steps, "first" if first_order else "second")
         out = functional_call(self.net(), fast, (task.query,), strict=False)
-        return self.criterion(out, task.query.mels, task.query.mel_lengths, task.query.token_lengths, self.global_step)
+        return self.criterion(out, task.query.mels, task.query.mel_lengths, task.query.token_lengths, self.schedule_step)
 
     def meta_losses(self, task: Task, steps: Optional[int] = None, first_order: Optional[bool] = None) -> dict[str, torch.Tensor]:
         """Losses on the query set of ``task`` after adapting on its support set (differentiable)."""

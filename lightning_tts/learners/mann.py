@@ -80,6 +80,7 @@ class MANNLearner(BaseLearner):
     name = "mann"
     batches = TaskBatches()
     Config = MANNConfig
+    warm_start_modules = ("memory", "writer", "key_proj", "read_proj", "speaker_key", "speaker_out")
 
     def __init__(self, **sections: Any) -> None:
         super().__init__(**sections)

@@ -97,6 +97,7 @@ class MetricLearner(BaseLearner):
     name = "metric"
     batches = SpeakerBatches()
     Config = MetricConfig
+    warm_start_modules = ("encoder", "speaker_proj", "ge2e")
 
     def __init__(self, **sections: Any) -> None:
         super().__init__(**sections)
