@@ -270,6 +270,9 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shots", default="1,5,10", help="comma-separated K values (default 1,5,10)")
     p.add_argument("--steps", default="0,5,20", help="comma-separated adaptation steps (default 0,5,20)")
     p.add_argument("--out", required=True, help="output directory (created)")
+    p.add_argument("--samples", type=int, default=2, metavar="N",
+                   help="queries per speaker whose audio is kept in OUT/samples/ and played in OUT/report.html "
+                        "(default 2; 0 keeps none)")
     _device_arg(p)
 
 
@@ -282,7 +285,7 @@ def _int_list(text: str, flag: str) -> list[int]:
 
 
 def _evaluate(args: argparse.Namespace, cfg: Optional[DictConfig]) -> int:
-    """Few-shot evaluation grid -> results.json/.csv/.md and adaptation_curves.png."""
+    """Few-shot evaluation grid -> results.json/.csv/.md, adaptation_curves.png, samples/ and report.html."""
     from lightning_tts.evaluation.grid import run_evaluation
     from lightning_tts.evaluation.report import REPORT_FILES, results_markdown
 
@@ -292,12 +295,15 @@ def _evaluate(args: argparse.Namespace, cfg: Optional[DictConfig]) -> int:
                    disable=args.no_progress)
     try:
         results = run_evaluation(cfg, args.checkpoint, shots, steps, args.out, device=args.device,
-                                 progress=bar.step)
+                                 progress=bar.step, samples=args.samples)
     finally:
         bar.close()
     print(results_markdown(results))
     for name in REPORT_FILES:
         print(f"wrote {Path(args.out) / name}")
+    if results["samples"]:
+        print(f"wrote {len(results['samples'])} clips to {Path(args.out) / 'samples'}; "
+              f"open {Path(args.out) / 'report.html'} in a browser to listen")
     return 0
 
 
@@ -372,7 +378,8 @@ COMMANDS: dict[str, Command] = {
                      uses_config=False),
     "synthesize": Command("text -> wav with a trained (and optionally adapted) model", _synthesize,
                           _synthesize_args, uses_config=False),
-    "evaluate": Command("few-shot evaluation tables and adaptation curves", _evaluate, _evaluate_args),
+    "evaluate": Command("few-shot evaluation tables, adaptation curves and a listening page", _evaluate,
+                        _evaluate_args),
     "embed": Command("speaker embeddings of a split -> embeddings.npz and a UMAP speaker map", _embed, _embed_args),
     "slurm": Command("write an sbatch script (multi-node DDP, checkpoint + requeue) for fit", _slurm, _slurm_args),
 }

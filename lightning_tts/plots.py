@@ -1,4 +1,4 @@
-"""Figures: predicted vs target mel with the learned alignment; few-shot adaptation curves; speaker
+"""Figures: predicted vs target mel with the learned alignment; mel thumbnails; few-shot adaptation curves; speaker
 maps (UMAP/t-SNE/PCA projections of embeddings) and speaker distance matrices.
 
 matplotlib is imported lazily with the Agg backend, so plotting works on headless nodes.
@@ -45,6 +45,16 @@ def mel_alignment_figure(predicted: torch.Tensor, target: torch.Tensor, alignmen
     axes[-1].set_xlabel("frame")
     if title:
         fig.suptitle(title)
+    return fig
+
+
+def mel_image_figure(mel: torch.Tensor, width: float = 2.4, height: float = 0.9) -> Any:
+    """A bare (T, n_mels) log-mel image (time on x, no axes or colour bar): a thumbnail beside a player."""
+    plt = pyplot()
+    fig = plt.figure(figsize=(width, height))
+    ax = fig.add_axes((0.0, 0.0, 1.0, 1.0))
+    ax.imshow(mel.float().T.cpu().numpy(), origin="lower", aspect="auto", interpolation="nearest", cmap="magma")
+    ax.set_axis_off()
     return fig
 
 

@@ -41,7 +41,7 @@ def test_evaluate_two_checkpoints_writes_every_file_and_cell(checkpoints, tmp_pa
     overrides = [c for c in common if c.startswith(("data.", "trainer.default"))]
     assert main(["evaluate", "--checkpoint", *paths, "--shots", "1,2", "--steps", "0,2", "--out", str(out),
                  "--no-progress", *overrides]) == 0
-    for name in ("results.json", "results.csv", "results.md", "adaptation_curves.png"):
+    for name in ("results.json", "results.csv", "results.md", "adaptation_curves.png", "report.html"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     results = json.loads((out / "results.json").read_text())
     systems = {r["system"] for r in results["rows"]}
@@ -55,6 +55,8 @@ def test_evaluate_two_checkpoints_writes_every_file_and_cell(checkpoints, tmp_pa
     truth = next(r for r in results["rows"] if r["system"] == "ground truth")["metrics"]
     assert truth["mcd"]["mean"] == 0.0 and truth["pesq"]["mean"] == pytest.approx(4.64, abs=0.01)
     assert all(len(c["sha256"]) == 64 for c in results["checkpoints"])
+    # --samples defaults to 2: 2 speakers x 2 queries x (2 references + 2 systems x 4 cells) clips
+    assert len(results["samples"]) == 2 * 2 * (2 + 2 * 4) and all((out / s["audio"]).is_file() for s in results["samples"])
     assert results["metrics"] == [m for m in METRICS if m != "speaker_sim"]  # no evaluation encoder configured
     assert results["provenance"]["packages"]["torch"] and "git_commit" in results["provenance"]
     table = (out / "results.md").read_text()

@@ -10,7 +10,8 @@ the vocoder-ceiling row), and, when ``fewshot.speaker_encoder`` names an evaluat
 checkpoint (a ``metric`` run trained apart from the models under test), speaker similarity
 ``speaker_sim``: the cosine between the encoder's embeddings of the recording and the synthesis.
 Two reference rows: ground truth (the recording against itself: each metric's best value) and the
-vocoder ceiling (ground-truth mel -> vocoder).
+vocoder ceiling (ground-truth mel -> vocoder). The audio of the first ``samples`` queries per speaker is
+kept (``samples.SampleWriter``) for the listening page ``report.html``.
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from lightning_tts.devices import resolve_device
 from lightning_tts.errors import DataError, LightningTTSError
 from lightning_tts.evaluation.judges import Embedder, speaker_embedder
 from lightning_tts.evaluation.report import write_report
+from lightning_tts.evaluation.samples import SampleWriter
 from lightning_tts.evaluation.scoring import metric_names, score_pair, similarity_to
 from lightning_tts.evaluation.speaker_sets import SpeakerSet, fixed_speaker_sets, support_batch
 from lightning_tts.evaluation.stats import mean_ci
@@ -37,6 +39,10 @@ from lightning_tts.learners.base import BaseLearner
 from lightning_tts.models.vocoder import VocoderConfig, build_vocoder
 from lightning_tts.provenance import provenance
 from lightning_tts.schema import build, to_container
+
+#: Receives every synthesis (and reference clip) of the grid: (speaker, query, system, shots, steps, (T,) wav);
+#: shots and steps are None for the reference rows.
+SampleHook = Callable[[str, Utterance, str, Optional[int], Optional[int], torch.Tensor], None]
 
 
 class Evaluator:
@@ -48,13 +54,16 @@ class Evaluator:
         vocoder: which vocoder makes the audio.
         progress: called with a short description after each scored cell.
         embed: the evaluation encoder's embedding function (adds ``speaker_sim``).
+        keep: called with every clip before it is scored (``SampleHook``), e.g. to write samples.
     """
 
     def __init__(self, sets: list[SpeakerSet], sample_rate: int, vocoder: VocoderConfig,
-                 progress: Optional[Callable[[str], None]] = None, embed: Optional[Embedder] = None) -> None:
+                 progress: Optional[Callable[[str], None]] = None, embed: Optional[Embedder] = None,
+                 keep: Optional[SampleHook] = None) -> None:
         self.sets, self.sample_rate, self.vocoder, self.embed = sets, sample_rate, vocoder, embed
         self.metrics = metric_names(embed is not None)
         self.progress = progress or (lambda _: None)
+        self.keep = keep or (lambda *_: None)
         self._audio: dict[str, torch.Tensor] = {}
         self._embeddings: dict[str, torch.Tensor] = {}
 
@@ -82,7 +91,8 @@ class Evaluator:
         rows = []
         for system, make in (("ground truth", lambda wav: wav),
                              ("vocoder ceiling", lambda wav: vocoder(extractor(wav)["mel"]))):
-            scores = [self.score(u, make(self.recording(u))) for s in self.sets for u in s.query]
+            scores = [self.score(u, self._kept(s.speaker, u, system, None, None, make(self.recording(u))))
+                      for s in self.sets for u in s.query]
             rows.append(self._row(system, None, None, scores))
             self.progress(system)
         return rows
@@ -103,10 +113,16 @@ class Evaluator:
                     for utt in speaker_set.query:
                         tokens = torch.tensor(learner.text.encode(utt.text))
                         wav = vocoder(learner.synthesize(tokens, state).cpu())
-                        scores.append(self.score(utt, wav))
+                        scores.append(self.score(utt, self._kept(speaker_set.speaker, utt, system, k, n_steps, wav)))
                 rows.append(self._row(system, k, n_steps, scores))
                 self.progress(f"{system} K={k} steps={n_steps}")
         return rows
+
+    def _kept(self, speaker: str, utt: Utterance, system: str, shots: Optional[int], steps: Optional[int],
+              wav: torch.Tensor) -> torch.Tensor:
+        """Hand a (T,) clip to the sample hook; returns it unchanged."""
+        self.keep(speaker, utt, system, shots, steps, wav)
+        return wav
 
     def _row(self, system: str, shots: Optional[int], steps: Optional[int], scores: list[dict[str, float]]) -> dict[str, Any]:
         return {"system": system, "shots": shots, "steps": steps,
@@ -121,9 +137,10 @@ def system_names(checkpoints: Sequence[str], learners: Sequence[BaseLearner]) ->
 
 def run_evaluation(cfg: DictConfig, checkpoints: Sequence[str], shots: Sequence[int], steps: Sequence[int],
                    out: str | Path, progress: Optional[Callable[[str], None]] = None,
-                   device: str | torch.device = "cpu") -> dict[str, Any]:
+                   device: str | torch.device = "cpu", samples: int = 2) -> dict[str, Any]:
     """Evaluate checkpoints over the shots x steps grid on the configured test speakers; write the
-    report files (``report.REPORT_FILES``) into ``out`` (created; its parent must exist). Models
+    report files (``report.REPORT_FILES``) into ``out`` (created; its parent must exist), and the audio
+    of the first ``samples`` queries per speaker under ``out/samples/`` (0: none). Models
     adapt and synthesise on ``device`` (``auto``: CUDA when present); scoring runs on the CPU.
 
     Raises:
@@ -134,6 +151,8 @@ def run_evaluation(cfg: DictConfig, checkpoints: Sequence[str], shots: Sequence[
         raise DataError("evaluate needs at least one --checkpoint")
     if not shots or min(shots) < 1 or not steps or min(steps) < 0:
         raise DataError(f"--shots must be >= 1 and --steps >= 0, got shots={list(shots)} steps={list(steps)}")
+    if samples < 0:
+        raise DataError(f"--samples must be >= 0, got {samples}")
     out.mkdir(exist_ok=True)
     device = resolve_device(device)
     learners = [load_learner(c).to(device) for c in checkpoints]
@@ -150,7 +169,9 @@ def run_evaluation(cfg: DictConfig, checkpoints: Sequence[str], shots: Sequence[
     if encoder and file_sha256(encoder) in {file_sha256(c) for c in checkpoints}:
         raise LightningTTSError(f"fewshot.speaker_encoder {encoder} is also a checkpoint under evaluation: "
                                 f"a model must not be graded by its own encoder")
-    evaluator = Evaluator(sets, sample_rate, build(VocoderConfig, cfg.vocoder), progress=progress, embed=embed)
+    writer = SampleWriter(out, sets, samples, learners[0].feature_params)
+    evaluator = Evaluator(sets, sample_rate, build(VocoderConfig, cfg.vocoder), progress=progress, embed=embed,
+                          keep=writer)
     rows = evaluator.reference_rows(learners[0].feature_params)
     names = system_names(checkpoints, learners)
     for name, learner in zip(names, learners):
@@ -163,6 +184,7 @@ def run_evaluation(cfg: DictConfig, checkpoints: Sequence[str], shots: Sequence[
                         for c, l, n in zip(checkpoints, learners, names)],
         "speaker_encoder": {"path": str(Path(encoder).resolve()), "sha256": file_sha256(encoder)} if encoder else None,
         "metrics": evaluator.metrics, "config": to_container(cfg), "rows": rows, "provenance": provenance(),
+        "samples": writer.entries,
     }
     write_report(results, out)
     return results

@@ -1,17 +1,20 @@
-"""Evaluation results as files: ``results.json``, ``results.csv``, ``results.md`` and ``adaptation_curves.png``."""
+"""Evaluation results as files: ``results.json``, ``results.csv``, ``results.md``, ``adaptation_curves.png`` and the
+listening page ``report.html`` (``listening.py``; its audio is written during the grid, by ``samples.py``)."""
 from __future__ import annotations
 
 import csv
 import io
-import math
 from pathlib import Path
 from typing import Any
 
 from lightning_tts.atomic import write_json, write_text
+from lightning_tts.evaluation.listening import listening_html
 from lightning_tts.evaluation.scoring import LOWER_IS_BETTER, METRICS
+from lightning_tts.evaluation.stats import format_mean_ci
 from lightning_tts.plots import adaptation_curves_figure, save_figure
 
-REPORT_FILES = ("results.json", "results.csv", "results.md", "adaptation_curves.png")
+CURVES_FILE = "adaptation_curves.png"
+REPORT_FILES = ("results.json", "results.csv", "results.md", CURVES_FILE, "report.html")
 
 
 def write_report(results: dict[str, Any], out: Path) -> list[Path]:
@@ -20,7 +23,9 @@ def write_report(results: dict[str, Any], out: Path) -> list[Path]:
     write_text(out / "results.csv", results_csv(results["rows"]))
     write_text(out / "results.md", results_markdown(results))
     save_figure(adaptation_curves_figure(results, results_metrics(results), LOWER_IS_BETTER),
-                out / "adaptation_curves.png")
+                out / CURVES_FILE)
+    write_text(out / "report.html", listening_html(results, results.get("samples", []), results_metrics(results),
+                                                       images=(CURVES_FILE,)))
     return [out / name for name in REPORT_FILES]
 
 
@@ -52,19 +57,13 @@ def results_markdown(results: dict[str, Any]) -> str:
                 cells = []
                 for system in systems:
                     cell = next(r for r in rows if r["system"] == system and r["shots"] == k and r["steps"] == n)
-                    cells.append(_fmt(cell["metrics"][metric]))
+                    cells.append(format_mean_ci(cell["metrics"][metric]))
                 lines.append(f"| {k} | {n} | " + " | ".join(cells) + " |")
         lines.append("")
-        lines += [f"{r['system']}: {_fmt(r['metrics'][metric])}  " for r in refs] + [""]
+        lines += [f"{r['system']}: {format_mean_ci(r['metrics'][metric])}  " for r in refs] + [""]
     return "\n".join(lines)
 
 
 def results_metrics(results: dict[str, Any]) -> list[str]:
     """The metrics a results file holds (files older than speaker similarity lack the key)."""
     return list(results.get("metrics", [m for m in METRICS if m in results["rows"][0]["metrics"]]))
-
-
-def _fmt(cell: dict[str, Any]) -> str:
-    """'mean ± ci' of a cell, with its failure count."""
-    text = f"{cell['mean']:.3f} ± {cell['ci95']:.3f}" if math.isfinite(cell["ci95"]) else f"{cell['mean']:.3f}"
-    return text + (f" ({cell['failures']} failed)" if cell["failures"] else "")
