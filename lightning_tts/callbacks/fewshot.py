@@ -11,6 +11,7 @@ from pytorch_lightning.loggers import Logger, TensorBoardLogger, WandbLogger
 
 from lightning_tts.audio import FeatureExtractor, read_audio, write_audio
 from lightning_tts.evaluation.judges import Embedder, speaker_embedder
+from lightning_tts.evaluation.recognizer import Transcriber, transcriber
 from lightning_tts.evaluation.scoring import metric_names, score_pair, similarity_to
 from lightning_tts.evaluation.speaker_sets import fixed_speaker_sets, support_batch
 from lightning_tts.metrics import ScoreMean
@@ -30,6 +31,8 @@ class FewShotConfig:
         steps: adaptation steps.
         speaker_encoder: an evaluation encoder checkpoint (a metric run) that judges speaker
             similarity; ``evaluate`` uses it too.
+        wer: transcribe every synthesis with the offline recogniser and report ``wer``/``cer``
+            against its text (here and in ``evaluate``).
     """
 
     every: int = 1
@@ -38,14 +41,15 @@ class FewShotConfig:
     shots: int = 5
     steps: int = 10
     speaker_encoder: Optional[str] = None
+    wer: bool = True
 
 
 class FewShotEvalCallback(pl.Callback):
     """Every ``every`` validations: each learner adapts its own way (K shots, S steps) to fixed
     validation speakers, synthesises their fixed query texts, scores them with the same
     ``score_pair`` as ``evaluate``, and logs ``val/fewshot/<metric>`` for every metric it reports
-    (``speaker_sim`` with an evaluation encoder). Speakers are split across ranks and the means are
-    all-reduced. Rank 0 writes the first speaker's first query as a wav and a mel image under
+    (``speaker_sim`` with an evaluation encoder, ``wer``/``cer`` with the recogniser). Speakers are
+    split across ranks and the means are all-reduced. Rank 0 writes the first speaker's first query as a wav and a mel image under
     ``directory``, and sends it to the trainer's loggers that take audio (TensorBoard, W&B) as
     ``fewshot/<speaker>/synthesis``, beside the ``recording`` and its vocoder ``ceiling``.
 
@@ -61,11 +65,14 @@ class FewShotEvalCallback(pl.Callback):
         self.directory, self.config, self.vocoder, self.seed = Path(directory), config, vocoder, seed
         self._validations = 0
         self._embed: Optional[Embedder] = None
+        self._transcribe: Optional[Transcriber] = None
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         """Load the evaluation encoder once (a bad path fails before training starts)."""
         if self.config.speaker_encoder and self.config.every > 0 and self._embed is None:
             self._embed = speaker_embedder(self.config.speaker_encoder, pl_module.feature_params.sample_rate)
+        if self.config.wer and self.config.every > 0 and self._transcribe is None:
+            self._transcribe = transcriber(pl_module.feature_params.sample_rate)
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         c = self.config
@@ -77,7 +84,7 @@ class FewShotEvalCallback(pl.Callback):
             return
         sets = fixed_speaker_sets(dm.index.utterances, dm.split.val, c.shots, c.queries, self.seed)[: c.speakers]
         sr = pl_module.feature_params.sample_rate
-        means = {name: ScoreMean() for name in metric_names(self._embed is not None)}
+        means = {name: ScoreMean() for name in metric_names(self._embed is not None, self._transcribe is not None)}
         extractor = FeatureExtractor(pl_module.feature_params)
         vocoder = build_vocoder(self.vocoder, pl_module.feature_params)
         sample = None
@@ -89,7 +96,7 @@ class FewShotEvalCallback(pl.Callback):
                 mel = pl_module.synthesize(torch.tensor(pl_module.text.encode(utt.text)), state).cpu()  # (T, n_mels)
                 wav, ref = vocoder(mel), read_audio(utt.path, sr)
                 similarity = similarity_to(self._embed(ref), self._embed) if self._embed is not None else None
-                for name, value in score_pair(ref, wav, sr, similarity).items():
+                for name, value in score_pair(ref, wav, sr, similarity, utt.text, self._transcribe).items():
                     means[name].update([value])
                 sample = sample or (speaker_set.speaker, utt, mel, wav, extractor(ref)["mel"])
         for name, mean in means.items():

@@ -7,8 +7,10 @@ female voices, including the Klatt-synthesiser ones) x pitch x pitch range x spe
 are meaningful English sentences from the project's own grammar (``data/sentences.py``): the first
 ``shared`` sentences are the same for every speaker, as VCTK's elicitation paragraph is, the rest are
 each speaker's own. ``speaker-info.txt`` records accent, variant, gender and prosody settings;
-``espeak-voices.json`` the full voice table. Everything is a function of the seed; utterance (s, u)
-does not depend on the worker count.
+``espeak-voices.json`` the full voice table. Everything is a function of the seed. libespeak-ng keeps
+state from one utterance to the next (its output drifts by a few samples), so each speaker is rendered
+from start to end in a fresh process (spawned, torch-free): the corpus does not depend on the worker
+count, nor on where an interrupted build stopped.
 
 eSpeak NG is GPL-3.0. It is never imported by the package: the ``espeakng-loader`` wheel (which ships
 ``libespeak-ng`` and its voice data) is loaded through ``ctypes`` at run time, only when this corpus is
@@ -22,16 +24,16 @@ from __future__ import annotations
 
 import ctypes
 import json
-from concurrent.futures import ProcessPoolExecutor
+import multiprocessing
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
+import soundfile as sf
 from tqdm import tqdm
 
-from lightning_tts.atomic import write_json, write_text
-from lightning_tts.audio import write_audio
+from lightning_tts.atomic import atomic_path, write_json, write_text
 from lightning_tts.data.sentences import make_sentence
 from lightning_tts.errors import DataError
 
@@ -116,6 +118,7 @@ class EspeakEngine:
         lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
         lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
         lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
+        lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
         lib.espeak_Synth.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint,
                                      ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
         rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, espeakng_loader.get_data_path().encode(), 0)
@@ -138,8 +141,9 @@ class EspeakEngine:
             self._chunks.append(np.ctypeslib.as_array(wav, shape=(n,)).copy())
         return 0  # continue synthesis
 
-    def render(self, text: str, voice: EspeakVoice) -> np.ndarray:
-        """Speak ``text`` in ``voice``.
+    def render(self, text: str, voice: EspeakVoice, seed: int = 0) -> np.ndarray:
+        """Speak ``text`` in ``voice``; ``seed`` seeds the engine's noise (breath, aspiration), which
+        it otherwise seeds from the clock.
 
         Returns:
             (T,) float32 waveform at ``ESPEAK_SAMPLE_RATE``.
@@ -152,6 +156,7 @@ class EspeakEngine:
         for parameter, value in ((_RATE, voice.rate), (_PITCH, voice.pitch), (_RANGE, voice.pitch_range),
                                  (_VOLUME, 100)):
             self._lib.espeak_SetParameter(parameter, value, 0)
+        self._lib.espeak_ng_SetRandSeed(seed)
         self._chunks = []
         data = text.encode("utf-8") + b"\0"
         self._lib.espeak_Synth(data, len(data), 0, 0, 0, _CHARS_UTF8, None, None)
@@ -184,23 +189,34 @@ def utterance_text(index: int, u: int, shared: int, seed: int) -> str:
     return make_sentence(rng)
 
 
+def _write_flac(path: Path, wav: np.ndarray) -> None:
+    """16-bit FLAC at ``ESPEAK_SAMPLE_RATE``, atomically (``audio.write_audio``'s format, without
+    importing torch into the spawned renderers)."""
+    with atomic_path(path) as tmp:
+        sf.write(str(tmp), np.clip(wav, -1.0, 1.0), ESPEAK_SAMPLE_RATE, subtype="PCM_16", format="FLAC")
+
+
 def _render_speaker(job: tuple[str, int, EspeakConfig]) -> int:
-    """Write every missing utterance of one speaker; returns how many were written."""
+    """Render every utterance of one speaker in order (the engine's state depends on what it said
+    before) and write the missing ones; returns how many were written."""
     out, index, cfg = job
     voice = EspeakVoice.draw(index, cfg.seed)
     root = Path(out)
     wav_dir, txt_dir = root / "wav48_silence_trimmed" / voice.speaker, root / "txt" / voice.speaker
     wav_dir.mkdir(parents=True, exist_ok=True)
     txt_dir.mkdir(parents=True, exist_ok=True)
+    if EspeakEngine._instance is not None:
+        raise RuntimeError("an espeak speaker must be rendered in a fresh process")  # see the module docstring
     engine, written = EspeakEngine.get(), 0
     for u in range(cfg.utterances):
         utt_id = f"{voice.speaker}_{u + 1:03d}"
         wav_path = wav_dir / f"{utt_id}_mic1.flac"
+        text = utterance_text(index, u, cfg.shared, cfg.seed)
+        wav = engine.render(text, voice, seed=cfg.seed * 1_000_003 + index * 1009 + u)  # (T,)
         if wav_path.exists():
             continue
-        text = utterance_text(index, u, cfg.shared, cfg.seed)
         write_text(txt_dir / f"{utt_id}.txt", text + "\n")
-        write_audio(wav_path, engine.render(text, voice), ESPEAK_SAMPLE_RATE)  # last: marks it complete
+        _write_flac(wav_path, wav)  # last: marks the utterance complete
         written += 1
     return written
 
@@ -238,13 +254,10 @@ def build_espeak_corpus(out: str | Path, config: EspeakConfig = EspeakConfig(), 
     voices = [EspeakVoice.draw(i, config.seed) for i in range(config.speakers)]
     jobs = [(str(root), i, config) for i in range(config.speakers)]
     bar = tqdm(total=config.speakers, desc="espeak corpus", unit="spk", disable=not progress)
-    if workers > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            for _ in pool.map(_render_speaker, jobs):
-                bar.update()
-    else:
-        for job in jobs:
-            _render_speaker(job)
+    # one fresh process per speaker (Pool's maxtasksperchild replaces a worker after every task,
+    # ProcessPoolExecutor's max_tasks_per_child did not always): no engine state crosses speakers
+    with multiprocessing.get_context("spawn").Pool(max(1, workers), maxtasksperchild=1) as pool:
+        for _ in pool.imap(_render_speaker, jobs, chunksize=1):
             bar.update()
     bar.close()
     lines = ["ID  AGE  GENDER  ACCENTS  REGION  COMMENTS"]

@@ -9,6 +9,9 @@ signals are not time-aligned here, so they measure more than voice quality; read
 the vocoder-ceiling row), and, when ``fewshot.speaker_encoder`` names an evaluation encoder
 checkpoint (a ``metric`` run trained apart from the models under test), speaker similarity
 ``speaker_sim``: the cosine between the encoder's embeddings of the recording and the synthesis.
+With ``fewshot.wer`` (the default) an offline recogniser (``recognizer.py``) transcribes every clip and
+``wer``/``cer`` score it against the query text; the ground-truth row's WER is the recordings' own
+(the recogniser is weak: read a system's WER against it).
 Two reference rows: ground truth (the recording against itself: each metric's best value) and the
 vocoder ceiling (ground-truth mel -> vocoder). The audio of the first ``samples`` queries per speaker is
 kept (``samples.SampleWriter``) for the listening page ``report.html``.
@@ -29,6 +32,7 @@ from lightning_tts.data.plans import TaskBatches
 from lightning_tts.devices import resolve_device
 from lightning_tts.errors import DataError, LightningTTSError
 from lightning_tts.evaluation.judges import Embedder, speaker_embedder
+from lightning_tts.evaluation.recognizer import RECOGNIZER, Transcriber, transcriber
 from lightning_tts.evaluation.report import write_report
 from lightning_tts.evaluation.samples import SampleWriter
 from lightning_tts.evaluation.scoring import metric_names, score_pair, similarity_to
@@ -54,14 +58,16 @@ class Evaluator:
         vocoder: which vocoder makes the audio.
         progress: called with a short description after each scored cell.
         embed: the evaluation encoder's embedding function (adds ``speaker_sim``).
+        transcribe: a recogniser (adds ``wer`` and ``cer`` against each query's text).
         keep: called with every clip before it is scored (``SampleHook``), e.g. to write samples.
     """
 
     def __init__(self, sets: list[SpeakerSet], sample_rate: int, vocoder: VocoderConfig,
                  progress: Optional[Callable[[str], None]] = None, embed: Optional[Embedder] = None,
-                 keep: Optional[SampleHook] = None) -> None:
+                 keep: Optional[SampleHook] = None, transcribe: Optional[Transcriber] = None) -> None:
         self.sets, self.sample_rate, self.vocoder, self.embed = sets, sample_rate, vocoder, embed
-        self.metrics = metric_names(embed is not None)
+        self.transcribe = transcribe
+        self.metrics = metric_names(embed is not None, transcribe is not None)
         self.progress = progress or (lambda _: None)
         self.keep = keep or (lambda *_: None)
         self._audio: dict[str, torch.Tensor] = {}
@@ -82,7 +88,7 @@ class Evaluator:
             if utt.utterance_id not in self._embeddings:
                 self._embeddings[utt.utterance_id] = self.embed(ref)
             similarity = similarity_to(self._embeddings[utt.utterance_id], self.embed)
-        return score_pair(ref, syn, self.sample_rate, similarity)
+        return score_pair(ref, syn, self.sample_rate, similarity, utt.text, self.transcribe)
 
     def reference_rows(self, features: FeatureParams) -> list[dict[str, Any]]:
         """Ground truth (recording vs itself) and vocoder ceiling (ground-truth mel -> vocoder)."""
@@ -170,8 +176,9 @@ def run_evaluation(cfg: DictConfig, checkpoints: Sequence[str], shots: Sequence[
         raise LightningTTSError(f"fewshot.speaker_encoder {encoder} is also a checkpoint under evaluation: "
                                 f"a model must not be graded by its own encoder")
     writer = SampleWriter(out, sets, samples, learners[0].feature_params)
+    transcribe = transcriber(sample_rate) if cfg.fewshot.wer else None
     evaluator = Evaluator(sets, sample_rate, build(VocoderConfig, cfg.vocoder), progress=progress, embed=embed,
-                          keep=writer)
+                          keep=writer, transcribe=transcribe)
     rows = evaluator.reference_rows(learners[0].feature_params)
     names = system_names(checkpoints, learners)
     for name, learner in zip(names, learners):
@@ -184,6 +191,7 @@ def run_evaluation(cfg: DictConfig, checkpoints: Sequence[str], shots: Sequence[
                         for c, l, n in zip(checkpoints, learners, names)],
         "speaker_encoder": {"path": str(Path(encoder).resolve()), "sha256": file_sha256(encoder)} if encoder else None,
         "metrics": evaluator.metrics, "config": to_container(cfg), "rows": rows, "provenance": provenance(),
+        "recognizer": RECOGNIZER if transcribe is not None else None,
         "samples": writer.entries,
     }
     write_report(results, out)

@@ -14,6 +14,7 @@ import torch
 from lightning_tts.audio import resample
 from lightning_tts.errors import LightningTTSError
 
+RECOGNIZER = "pocketsphinx en-us (acoustic model, en-us.lm.bin, cmudict-en-us.dict from the wheel)"
 RECOGNIZER_SAMPLE_RATE = 16000  # the rate of PocketSphinx's en-us acoustic model
 Transcriber = Callable[[torch.Tensor], str]  # waveform (N,) -> transcript
 
@@ -33,7 +34,7 @@ def _decoder() -> Any:
 
 
 def transcribe(wav: torch.Tensor, sample_rate: int) -> str:
-    """The recogniser's transcript of a waveform (lower case; empty for silence).
+    """The recogniser's transcript of a waveform (lower case; may be empty).
 
     Args:
         wav: (N,) waveform in [-1, 1] at ``sample_rate``.

@@ -11,16 +11,21 @@ from typing import Callable, Optional
 import torch
 
 from lightning_tts.evaluation.judges import Embedder
-from lightning_tts.metrics import cosine_similarity, f0_errors, mcd_from_mcep, mel_cepstrum, pesq_score, stoi_score
+from lightning_tts.evaluation.recognizer import Transcriber
+from lightning_tts.metrics import (char_error_rate, cosine_similarity, f0_errors, mcd_from_mcep, mel_cepstrum,
+                                   pesq_score, stoi_score, word_error_rate)
 
-METRICS = ("mcd", "pesq", "stoi", "f0_rmse", "vuv_error", "speaker_sim")
-LOWER_IS_BETTER = {"mcd": True, "pesq": False, "stoi": False, "f0_rmse": True, "vuv_error": True, "speaker_sim": False}
+METRICS = ("mcd", "pesq", "stoi", "f0_rmse", "vuv_error", "speaker_sim", "wer", "cer")
+LOWER_IS_BETTER = {"mcd": True, "pesq": False, "stoi": False, "f0_rmse": True, "vuv_error": True, "speaker_sim": False,
+                   "wer": True, "cer": True}
 Similarity = Callable[[torch.Tensor], float]  # synthesis waveform -> its speaker similarity to the recording
 
 
-def metric_names(judged: bool) -> list[str]:
-    """The metrics ``score_pair`` reports; ``speaker_sim`` only with a judge."""
-    return [m for m in METRICS if m != "speaker_sim" or judged]
+def metric_names(judged: bool, transcribed: bool = False) -> list[str]:
+    """The metrics ``score_pair`` reports; ``speaker_sim`` only with a judge, ``wer``/``cer`` only
+    with a recogniser."""
+    optional = {"speaker_sim": judged, "wer": transcribed, "cer": transcribed}
+    return [m for m in METRICS if optional.get(m, True)]
 
 
 def similarity_to(reference: torch.Tensor, embed: Embedder) -> Similarity:
@@ -29,12 +34,13 @@ def similarity_to(reference: torch.Tensor, embed: Embedder) -> Similarity:
     return lambda wav: float(cosine_similarity(reference, embed(wav)))
 
 
-def score_pair(ref: torch.Tensor, syn: torch.Tensor, sample_rate: int,
-               similarity: Optional[Similarity] = None) -> dict[str, float]:
+def score_pair(ref: torch.Tensor, syn: torch.Tensor, sample_rate: int, similarity: Optional[Similarity] = None,
+               text: Optional[str] = None, transcribe: Optional[Transcriber] = None) -> dict[str, float]:
     """Every metric of one (recording, synthesis) pair of waveforms at ``sample_rate``.
 
     MCD-DTW on mel-cepstra; F0 RMSE and V/UV error along the same DTW path (mel-cepstra and path
-    computed once); PESQ and STOI (NaN on failure); ``speaker_sim`` only with ``similarity``.
+    computed once); PESQ and STOI (NaN on failure); ``speaker_sim`` only with ``similarity``;
+    ``wer`` and ``cer`` of the synthesis's transcript against ``text`` only with ``transcribe``.
     """
     mcd_value, path = mcd_from_mcep(mel_cepstrum(ref.double().numpy(), sample_rate),
                                     mel_cepstrum(syn.double().numpy(), sample_rate))
@@ -43,4 +49,9 @@ def score_pair(ref: torch.Tensor, syn: torch.Tensor, sample_rate: int,
               "stoi": stoi_score(ref, syn, sample_rate), "f0_rmse": f0_rmse, "vuv_error": vuv}
     if similarity is not None:
         scores["speaker_sim"] = similarity(syn)
+    if transcribe is not None:
+        if text is None:
+            raise ValueError("score_pair: a recogniser needs the text the synthesis should say")
+        heard = transcribe(syn)
+        scores["wer"], scores["cer"] = word_error_rate(text, heard), char_error_rate(text, heard)
     return scores
