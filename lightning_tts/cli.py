@@ -276,6 +276,11 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--samples", type=int, default=2, metavar="N",
                    help="queries per speaker whose audio is kept in OUT/samples/ and played in OUT/report.html "
                         "(default 2; 0 keeps none)")
+    p.add_argument("--split", choices=("test", "val"), default="test",
+                   help="speakers to adapt to: test (default), or val to choose adaptation settings such as "
+                        "--adapt-lr without looking at the test speakers")
+    p.add_argument("--adapt-lr", type=float, default=None, metavar="LR",
+                   help="adaptation learning rate for every checkpoint (default: each learner's own)")
     _device_arg(p)
 
 
@@ -298,7 +303,7 @@ def _evaluate(args: argparse.Namespace, cfg: Optional[DictConfig]) -> int:
                    disable=args.no_progress)
     try:
         results = run_evaluation(cfg, args.checkpoint, shots, steps, args.out, device=args.device,
-                                 progress=bar.step, samples=args.samples)
+                                 progress=bar.step, samples=args.samples, split=args.split, adapt_lr=args.adapt_lr)
     finally:
         bar.close()
     print(results_markdown(results))

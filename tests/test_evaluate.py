@@ -71,6 +71,13 @@ def test_evaluate_two_checkpoints_writes_every_file_and_cell(checkpoints, tmp_pa
     first = next(r for r in results["rows"] if r["shots"] == 1 and r["steps"] == 0 and "multispeaker" in r["system"])
     second = next(r for r in json.loads((again / "results.json").read_text())["rows"] if r["shots"] == 1)
     assert first["metrics"]["mcd"]["values"] == second["metrics"]["mcd"]["values"]
+    # validation speakers, for choosing adaptation settings (here a rate) away from the test speakers
+    val = tmp_path / "val"
+    assert main(["evaluate", "--checkpoint", paths[0], "--shots", "1", "--steps", "1", "--out", str(val), "--split", "val",
+                 "--adapt-lr", "0.003", "--samples", "0", "--no-progress", *overrides]) == 0
+    on_val = json.loads((val / "results.json").read_text())
+    assert on_val["split"] == "val" and on_val["adapt_lr"] == 0.003 and results["split"] == "test"
+    assert len(on_val["speakers"]) == 2 and not set(on_val["speakers"]) & set(results["speakers"])
     outputs = execute_notebook("adaptation_curves.ipynb", {"LIGHTNING_TTS_RESULTS": str(out / "results.json")})
     assert any("image/png" in o.get("data", {}) for o in outputs)
     assert any("mcd" in o.get("text", "") for o in outputs)

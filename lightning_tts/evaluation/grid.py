@@ -59,14 +59,16 @@ class Evaluator:
         progress: called with a short description after each scored cell.
         embed: the evaluation encoder's embedding function (adds ``speaker_sim``).
         transcribe: a recogniser (adds ``wer`` and ``cer`` against each query's text).
+        adapt_lr: the adaptation learning rate of every checkpoint (None: each learner's own).
         keep: called with every clip before it is scored (``SampleHook``), e.g. to write samples.
     """
 
     def __init__(self, sets: list[SpeakerSet], sample_rate: int, vocoder: VocoderConfig,
                  progress: Optional[Callable[[str], None]] = None, embed: Optional[Embedder] = None,
-                 keep: Optional[SampleHook] = None, transcribe: Optional[Transcriber] = None) -> None:
+                 keep: Optional[SampleHook] = None, transcribe: Optional[Transcriber] = None,
+                 adapt_lr: Optional[float] = None) -> None:
         self.sets, self.sample_rate, self.vocoder, self.embed = sets, sample_rate, vocoder, embed
-        self.transcribe = transcribe
+        self.transcribe, self.adapt_lr = transcribe, adapt_lr
         self.metrics = metric_names(embed is not None, transcribe is not None)
         self.progress = progress or (lambda _: None)
         self.keep = keep or (lambda *_: None)
@@ -95,10 +97,12 @@ class Evaluator:
         extractor = FeatureExtractor(features)
         vocoder = build_vocoder(self.vocoder, features)
         rows = []
-        for system, make in (("ground truth", lambda wav: wav),
-                             ("vocoder ceiling", lambda wav: vocoder(extractor(wav)["mel"]))):
-            scores = [self.score(u, self._kept(s.speaker, u, system, None, None, make(self.recording(u))))
-                      for s in self.sets for u in s.query]
+        for system, make in (("ground truth", lambda wavs: wavs),
+                             ("vocoder ceiling", lambda wavs: vocoder.batch([extractor(w)["mel"] for w in wavs]))):
+            scores = []
+            for s in self.sets:
+                for u, wav in zip(s.query, make([self.recording(u) for u in s.query])):
+                    scores.append(self.score(u, self._kept(s.speaker, u, system, None, None, wav)))
             rows.append(self._row(system, None, None, scores))
             self.progress(system)
         return rows
@@ -115,10 +119,10 @@ class Evaluator:
             for n_steps in steps:
                 scores = []
                 for speaker_set, support in zip(self.sets, supports):
-                    state = learner.adapt(support, steps=n_steps)
-                    for utt in speaker_set.query:
-                        tokens = torch.tensor(learner.text.encode(utt.text))
-                        wav = vocoder(learner.synthesize(tokens, state).cpu())
+                    state = learner.adapt(support, steps=n_steps, lr=self.adapt_lr)
+                    mels = [learner.synthesize(torch.tensor(learner.text.encode(u.text)), state).cpu()
+                            for u in speaker_set.query]  # each (T, n_mels)
+                    for utt, wav in zip(speaker_set.query, vocoder.batch(mels)):
                         scores.append(self.score(utt, self._kept(speaker_set.speaker, utt, system, k, n_steps, wav)))
                 rows.append(self._row(system, k, n_steps, scores))
                 self.progress(f"{system} K={k} steps={n_steps}")
@@ -143,8 +147,11 @@ def system_names(checkpoints: Sequence[str], learners: Sequence[BaseLearner]) ->
 
 def run_evaluation(cfg: DictConfig, checkpoints: Sequence[str], shots: Sequence[int], steps: Sequence[int],
                    out: str | Path, progress: Optional[Callable[[str], None]] = None,
-                   device: str | torch.device = "cpu", samples: int = 2) -> dict[str, Any]:
-    """Evaluate checkpoints over the shots x steps grid on the configured test speakers; write the
+                   device: str | torch.device = "cpu", samples: int = 2, split: str = "test",
+                   adapt_lr: Optional[float] = None) -> dict[str, Any]:
+    """Evaluate checkpoints over the shots x steps grid on the ``split`` speakers (``test``; ``val`` to
+    choose adaptation settings without touching the test speakers), every checkpoint adapting with
+    ``adapt_lr`` (None: each learner's own rate); write the
     report files (``report.REPORT_FILES``) into ``out`` (created; its parent must exist), and the audio
     of the first ``samples`` queries per speaker under ``out/samples/`` (0: none). Models
     adapt and synthesise on ``device`` (``auto``: CUDA when present); scoring runs on the CPU.
@@ -159,6 +166,10 @@ def run_evaluation(cfg: DictConfig, checkpoints: Sequence[str], shots: Sequence[
         raise DataError(f"--shots must be >= 1 and --steps >= 0, got shots={list(shots)} steps={list(steps)}")
     if samples < 0:
         raise DataError(f"--samples must be >= 0, got {samples}")
+    if split not in ("test", "val"):
+        raise DataError(f"--split must be test or val, got {split!r}")
+    if adapt_lr is not None and not adapt_lr > 0:
+        raise DataError(f"--adapt-lr must be > 0, got {adapt_lr}")
     out.mkdir(exist_ok=True)
     device = resolve_device(device)
     learners = [load_learner(c).to(device) for c in checkpoints]
@@ -166,7 +177,7 @@ def run_evaluation(cfg: DictConfig, checkpoints: Sequence[str], shots: Sequence[
     for learner in learners:
         learner.check_features(features)
     dm = build_datamodule(cfg, TaskBatches(), progress=False)
-    sets = fixed_speaker_sets(dm.index.utterances, dm.split.test, max(shots), cfg.data.tasks.queries,
+    sets = fixed_speaker_sets(dm.index.utterances, getattr(dm.split, split), max(shots), cfg.data.tasks.queries,
                               cfg.data.splits.seed)
     torch.manual_seed(cfg.seed)
     sample_rate = learners[0].feature_params.sample_rate
@@ -178,13 +189,14 @@ def run_evaluation(cfg: DictConfig, checkpoints: Sequence[str], shots: Sequence[
     writer = SampleWriter(out, sets, samples, learners[0].feature_params)
     transcribe = transcriber(sample_rate) if cfg.fewshot.wer else None
     evaluator = Evaluator(sets, sample_rate, build(VocoderConfig, cfg.vocoder), progress=progress, embed=embed,
-                          keep=writer, transcribe=transcribe)
+                          keep=writer, transcribe=transcribe, adapt_lr=adapt_lr)
     rows = evaluator.reference_rows(learners[0].feature_params)
     names = system_names(checkpoints, learners)
     for name, learner in zip(names, learners):
         rows += evaluator.checkpoint_rows(name, learner, shots, steps)
     results = {
-        "seed": cfg.seed, "split_seed": cfg.data.splits.seed, "shots": list(shots), "steps": list(steps),
+        "seed": cfg.seed, "split_seed": cfg.data.splits.seed, "split": split, "adapt_lr": adapt_lr,
+        "shots": list(shots), "steps": list(steps),
         "speakers": {s.speaker: {"support": [u.utterance_id for u in s.support],
                                  "query": [u.utterance_id for u in s.query]} for s in sets},
         "checkpoints": [{"path": str(Path(c).resolve()), "sha256": file_sha256(c), "learner": l.name, "system": n}

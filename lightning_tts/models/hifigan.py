@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass
 from importlib.resources import files
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
@@ -23,6 +23,7 @@ from lightning_tts.audio import FeatureParams
 from lightning_tts.errors import ConfigError
 
 GENERATORS = ("universal", "LJSpeech")
+SILENCE = float(torch.log(torch.tensor(1e-5)))  # the log-mel floor: what silence looks like
 # the feature parameters the shipped generators were trained with
 TRAINED_FEATURES = {"sample_rate": 22050, "n_fft": 1024, "hop_length": 256, "win_length": 1024, "n_mels": 80,
                     "fmin": 0.0, "fmax": 8000.0}
@@ -99,3 +100,31 @@ class HiFiGANVocoder(torch.nn.Module):
         device = next(self.generator.parameters()).device
         wav = self.generator(mel.T[None].float().to(device))  # (1, 1, T * hop_length)
         return wav[0, 0].clamp(-1.0, 1.0).cpu()
+
+    @torch.no_grad()
+    def batch(self, mels: Sequence[torch.Tensor], max_frames: int = 8192) -> list[torch.Tensor]:
+        """Several log-mels through the generator at once: padded with silence (log 1e-5) to the
+        longest, run in batches of at most ``max_frames`` padded frames, each output trimmed to
+        its own length. The padding reaches a few milliseconds into the end of shorter clips
+        (the generator's receptive field), so a clip differs slightly from its ``forward``.
+
+        Returns:
+            one (T_i * hop_length,) waveform per (T_i, n_mels) mel, on the CPU.
+        """
+        device = next(self.generator.parameters()).device
+        order = sorted(range(len(mels)), key=lambda i: len(mels[i]))  # similar lengths share a batch
+        out: list[torch.Tensor] = [torch.empty(0)] * len(mels)
+        start = 0
+        while start < len(order):
+            longest, end = len(mels[order[start]]), start
+            while end < len(order) and len(mels[order[end]]) * (end - start + 1) <= max(max_frames, longest):
+                longest, end = len(mels[order[end]]), end + 1
+            group = order[start:end]
+            padded = torch.full((len(group), mels[group[0]].shape[1], longest), SILENCE)  # (B, n_mels, T_max)
+            for row, i in enumerate(group):
+                padded[row, :, : len(mels[i])] = mels[i].T.float()
+            wavs = self.generator(padded.to(device))[:, 0].clamp(-1.0, 1.0).cpu()  # (B, T_max * hop_length)
+            for row, i in enumerate(group):
+                out[i] = wavs[row, : len(mels[i]) * self.hop_length]
+            start = end
+        return out

@@ -9,7 +9,7 @@ module in ``models/`` + a field of ``VocoderConfig`` + an entry in ``VOCODERS``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Callable, Protocol, Sequence
 
 import torch
 import torchaudio
@@ -26,6 +26,11 @@ class Vocoder(Protocol):
 
     def __call__(self, mel: torch.Tensor) -> torch.Tensor:
         """(T, n_mels) log-mel -> (T * hop_length,) waveform in [-1, 1]."""
+        ...
+
+    def batch(self, mels: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Many mels at once (where many utterances are made: ``evaluate``): each (T_i, n_mels) ->
+        (T_i * hop_length,)."""
         ...
 
 
@@ -90,6 +95,11 @@ class GriffinLimVocoder(torch.nn.Module):
         wav = self.griffin_lim(magnitude)[: max(frames, 1) * self.hop_length]
         peak = wav.abs().max()
         return wav * (0.99 / peak) if peak > 0.99 else wav
+
+    def batch(self, mels: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """One at a time: padding would change the phase reconstruction, and Griffin-Lim's cost is
+        per frame, so batching buys nothing on a CPU."""
+        return [self(mel) for mel in mels]
 
 
 VOCODERS: dict[str, Callable[[VocoderConfig, FeatureParams], Vocoder]] = {
