@@ -28,6 +28,7 @@ from pytorch_lightning.utilities.exceptions import MisconfigurationException, SI
 
 from lightning_tts.audio import FeatureParams
 from lightning_tts.callbacks.checkpoint import AtomicCheckpointIO, RunCheckpoint
+from lightning_tts.callbacks.cost import TrainingCost
 from lightning_tts.callbacks.embeddings import EmbeddingProjectionCallback, ProjectionConfig
 from lightning_tts.callbacks.fewshot import FewShotConfig, FewShotEvalCallback
 from lightning_tts.callbacks.images import ValidationImagesCallback
@@ -331,7 +332,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, learner: BaseLearner, progress
                                                      build(VocoderConfig, cfg.vocoder), seed=cfg.data.splits.seed),
                                  EmbeddingProjectionCallback(run_dir / "embeddings", build(ProjectionConfig, cfg.projection),
                                                              seed=cfg.seed),
-                                 *rates, SignalCheckpoint(checkpoints),
+                                 *rates, SignalCheckpoint(checkpoints), TrainingCost(),
                                  *build_callbacks(settings["callbacks"]), *callbacks],
                       use_distributed_sampler=False, inference_mode=False, enable_model_summary=False)
 

@@ -175,6 +175,11 @@ def test_resume_continues_step_and_optimiser(corpus: Path, tmp_path: Path, resum
     assert ckpt["global_step"] == 16
     assert {int(s["step"]) for s in ckpt["optimizer_states"][0]["state"].values()} == {16}
     assert (first_ckpt["lr_schedulers"][0]["last_epoch"], ckpt["lr_schedulers"][0]["last_epoch"]) == (10, 16)
+    # the training cost carries over the resume: 16 steps of equal batches, time of both runs
+    before, after = first_ckpt["training_cost"], ckpt["training_cost"]
+    assert (before["optimizer_steps"], after["optimizer_steps"], after["total_steps"]) == (10, 16, 16)
+    assert before["utterances_seen"] > 0 and after["utterances_seen"] == before["utterances_seen"] // 10 * 16
+    assert 0 < before["wall_seconds"] < after["wall_seconds"] and after["device"].startswith("cpu")
 
 
 def test_resume_from_a_checkpoint_outside_a_run_starts_a_new_run(corpus: Path, tmp_path: Path, resume_cache: str,

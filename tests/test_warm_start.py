@@ -91,7 +91,9 @@ def test_the_run_records_the_source_and_continues_its_schedules(source: Path, wa
     result, start = warm
     saved = OmegaConf.load(result.run_dir / "config.yaml")
     assert saved.init_from == str(source) and saved.init_from_sha256 == file_sha256(source)
-    record = torch.load(result.last_checkpoint, weights_only=True)["warm_start"]
+    ckpt = torch.load(result.last_checkpoint, weights_only=True)
+    record, cost = ckpt["warm_start"], ckpt["training_cost"]
+    assert (cost["prior_steps"], cost["total_steps"]) == (SOURCE_STEPS, SOURCE_STEPS + ckpt["global_step"])
     assert record["path"] == str(source.resolve()) and record["sha256"] == file_sha256(source)
     assert record["source_learner"] == "multispeaker"
     assert record["source_global_step"] == record["prior_steps"] == SOURCE_STEPS

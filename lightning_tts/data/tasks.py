@@ -181,6 +181,13 @@ def group_by_speaker(speakers: Sequence[str]) -> dict[str, list[int]]:
     return out
 
 
+def batch_utterances(batch: UtteranceBatch | TaskBatch) -> int:
+    """How many utterances a training batch holds (a task batch: support + query)."""
+    if isinstance(batch, TaskBatch):
+        return len(batch.support) + len(batch.query)
+    return len(batch)
+
+
 class SpeakerGroupSampler(Sampler[list[int]]):
     """Batches of G speaker groups; a group is ``group_size`` distinct utterances of one speaker.
 

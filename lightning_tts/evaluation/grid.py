@@ -199,8 +199,8 @@ def run_evaluation(cfg: DictConfig, checkpoints: Sequence[str], shots: Sequence[
         "shots": list(shots), "steps": list(steps),
         "speakers": {s.speaker: {"support": [u.utterance_id for u in s.support],
                                  "query": [u.utterance_id for u in s.query]} for s in sets},
-        "checkpoints": [{"path": str(Path(c).resolve()), "sha256": file_sha256(c), "learner": l.name, "system": n}
-                        for c, l, n in zip(checkpoints, learners, names)],
+        "checkpoints": [{"path": str(Path(c).resolve()), "sha256": file_sha256(c), "learner": l.name, "system": n,
+                         "training_cost": l.training_cost} for c, l, n in zip(checkpoints, learners, names)],
         "speaker_encoder": {"path": str(Path(encoder).resolve()), "sha256": file_sha256(encoder)} if encoder else None,
         "metrics": evaluator.metrics, "config": to_container(cfg), "rows": rows, "provenance": provenance(),
         "recognizer": RECOGNIZER if transcribe is not None else None,

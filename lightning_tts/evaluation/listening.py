@@ -19,7 +19,7 @@ from typing import Any, Iterable, Optional, Sequence
 from urllib.parse import quote
 
 from lightning_tts.evaluation.scoring import LOWER_IS_BETTER
-from lightning_tts.evaluation.stats import format_mean_ci
+from lightning_tts.evaluation.stats import format_cost, format_mean_ci
 
 #: Column headings of the reference rows' clips (their system names in the results).
 REFERENCE_LABELS = {"ground truth": "recording", "vocoder ceiling": "vocoder ceiling"}
@@ -164,7 +164,8 @@ def tables_html(results: dict[str, Any], metrics: Sequence[str]) -> str:
 def checkpoints_html(results: dict[str, Any]) -> str:
     """The evaluated checkpoints (system, learner, file name, SHA-256 prefix) and the seeds."""
     items = [f"<li>{_e(c['system'])}: {_e(c['learner'])}, <code>{_e(PurePath(c['path']).name)}</code>"
-             f" (sha256 {_e(c['sha256'][:12])})</li>" for c in results.get("checkpoints", [])]
+             f" (sha256 {_e(c['sha256'][:12])}); {_e(format_cost(c.get('training_cost')))}</li>"
+             for c in results.get("checkpoints", [])]
     seeds = f"seed {_e(str(results.get('seed')))}, split seed {_e(str(results.get('split_seed')))}"
     return "<ul>" + "".join(items) + f"</ul>\n<p class=\"note\">{seeds}; every value is in results.json.</p>"
 

@@ -126,7 +126,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 
 def learner_from_checkpoint(ckpt: dict[str, Any], path: str | Path) -> BaseLearner:
     """The learner of a checkpoint's contents (``read_checkpoint``), migrated from any format this
-    version knows (``migrate_hyperparameters``), in eval mode, with its warm-start record.
+    version knows (``migrate_hyperparameters``), in eval mode, with its warm-start record and its
+    ``training_cost`` (None for checkpoints written before it was recorded).
 
     Raises:
         LightningTTSError: the weights do not fit this version's learner (``path`` names the file).
@@ -140,6 +141,7 @@ def learner_from_checkpoint(ckpt: dict[str, Any], path: str | Path) -> BaseLearn
                                 f"(missing {len(missing)} tensors, e.g. {missing[:2]}; unexpected {len(unexpected)}, "
                                 f"e.g. {unexpected[:2]})")
     learner.restore_warm_start(ckpt.get("warm_start"))
+    learner.training_cost = ckpt.get("training_cost")
     learner.eval()
     return learner
 

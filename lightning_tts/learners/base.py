@@ -204,6 +204,7 @@ class BaseLearner(pl.LightningModule, ABC):
         self.adapt_params = list(self.config.adapt_params)
         self.schedule_offset = 0  # steps the model's schedules had taken before this run (a warm start's)
         self.warm_start_record: Optional[dict[str, Any]] = None
+        self.training_cost: Optional[dict[str, Any]] = None  # what training it cost (callbacks.cost), once loaded
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Stamp the checkpoint format (so later versions can migrate old checkpoints) and what wrote
