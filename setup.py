@@ -36,6 +36,9 @@ setup(
         "pystoi>=0.3",
         # the offline recogniser of word error rates; its US-English models ship in the wheel (BSD-2-Clause)
         "pocketsphinx>=5.0,<6",
+        # the default speaker-similarity judge: a pretrained GE2E encoder inside the wheel (Apache-2.0);
+        # it pulls librosa and webrtcvad (built from source: needs a C compiler)
+        "resemblyzer>=0.1.4",
     ],
     extras_require={
         # pymcd/pysptk/pyworld/fastdtw/librosa: references the metric tests compare against;

@@ -316,7 +316,8 @@ def _evaluate(args: argparse.Namespace, cfg: Optional[DictConfig]) -> int:
 
 
 def _embed_args(p: argparse.ArgumentParser) -> None:
-    _checkpoint_arg(p)
+    p.add_argument("--checkpoint", required=True,
+                   help="a checkpoint with a speaker encoder (a metric run), or 'resemblyzer' for the pretrained judge")
     p.add_argument("--out", required=True, help="output directory (created)")
     p.add_argument("--split", default="test", help="speakers to embed: train, val, test or heldout (default test)")
     p.add_argument("--per-speaker", type=int, default=20, help="utterances per speaker (default 20)")

@@ -1,8 +1,10 @@
 """Speaker embeddings of a corpus split: compute, save (``embeddings.npz``), load, and summarise.
 
 Used by ``python -m lightning_tts embed``, ``EmbeddingProjectionCallback`` and
-``notebooks/embedding_plots.ipynb``. The utterances of each speaker are taken in sorted id order,
-at most ``per_speaker`` of them, so the same checkpoint and split always give the same set.
+``notebooks/embedding_plots.ipynb``. The embeddings come from a checkpoint's speaker encoder, or from
+the pretrained ``resemblyzer`` judge (``evaluation.judges``) on the recordings. The utterances of
+each speaker are taken in sorted id order, at most ``per_speaker`` of them, so the same checkpoint
+and split always give the same set.
 """
 from __future__ import annotations
 
@@ -15,11 +17,14 @@ import torch
 from omegaconf import DictConfig
 
 from lightning_tts.atomic import atomic_path, require_parent
-from lightning_tts.audio import FeatureParams
+from lightning_tts.audio import FeatureParams, read_audio
+from lightning_tts.data.corpora import Utterance
 from lightning_tts.data.datamodule import SpeakerTaskDataModule, build_datamodule
+from lightning_tts.data.plans import UtteranceBatches
 from lightning_tts.data.tasks import collate_utterances
 from lightning_tts.devices import resolve_device
 from lightning_tts.errors import ConfigError, DataError, LightningTTSError
+from lightning_tts.evaluation.judges import RESEMBLYZER, Embedder, build_judge, judge_kind
 from lightning_tts.learners import load_learner
 from lightning_tts.learners.base import BaseLearner
 from lightning_tts.learners.capabilities import SpeakerEncoding
@@ -133,6 +138,12 @@ def embed_dataset(learner: BaseLearner, dm: SpeakerTaskDataModule, indices: Sequ
     return EmbeddingSet(torch.cat(vectors).numpy(), speakers, ids)
 
 
+def embed_recordings(embed: Embedder, utterances: Sequence[Utterance], sample_rate: int) -> EmbeddingSet:
+    """Embed the recordings of ``utterances``, read at ``sample_rate``, with a judge (``Embedder``)."""
+    vectors = torch.stack([embed(read_audio(u.path, sample_rate)).float() for u in utterances])  # (N, D)
+    return EmbeddingSet(vectors.numpy(), [u.speaker for u in utterances], [u.utterance_id for u in utterances])
+
+
 def speaker_genders(dm: SpeakerTaskDataModule) -> dict[str, str]:
     """Speaker -> gender where the corpus metadata has it."""
     return {s: str(info["gender"]) for s, info in dm.index.speakers.items() if info.get("gender")}
@@ -162,22 +173,31 @@ class EmbedResult:
 
 def embed_split(cfg: DictConfig, checkpoint: str | Path, out: str | Path, split: str = "test", per_speaker: int = 20,
                 method: str = "umap", device: str | torch.device = "cpu", progress: bool = True) -> EmbedResult:
-    """Embed a split's utterances with a checkpoint's speaker encoder; write ``embeddings.npz`` and a
-    2-D speaker map ``<method>.png`` into ``out`` (created; its parent must exist).
+    """Embed a split's utterances with a checkpoint's speaker encoder, or with the pretrained judge
+    when ``checkpoint`` is ``resemblyzer``; write ``embeddings.npz`` and a 2-D speaker map
+    ``<method>.png`` into ``out`` (created; its parent must exist).
 
     Raises:
         ConfigError: unknown projection method or ``per_speaker`` < 1.
-        LightningTTSError / DataError: a checkpoint without a speaker encoder, other features, a bad split.
+        LightningTTSError / DataError: a checkpoint without a speaker encoder, other features, a bad split,
+            resemblyzer not installed.
     """
     if method not in PROJECTIONS:
         raise ConfigError(f"--method must be one of {', '.join(PROJECTIONS)}, got {method!r}")
     if per_speaker < 1:
         raise ConfigError(f"--per-speaker must be >= 1, got {per_speaker}")
     out = require_parent(out, "create")
-    learner = load_learner(checkpoint).to(resolve_device(device))
-    learner.check_features(FeatureParams.from_config(cfg.features))
-    dm = build_datamodule(cfg, learner.batches, progress=progress)
-    embeddings = embed_dataset(learner, dm, split_utterances(dm, split, per_speaker))
+    if judge_kind(str(checkpoint)) == RESEMBLYZER:
+        embed = build_judge(RESEMBLYZER, cfg.features.sample_rate)
+        assert embed is not None
+        dm = build_datamodule(cfg, UtteranceBatches(), progress=progress)
+        utterances = [dm.index.utterances[i] for i in split_utterances(dm, split, per_speaker)]
+        embeddings = embed_recordings(embed, utterances, cfg.features.sample_rate)
+    else:
+        learner = load_learner(checkpoint).to(resolve_device(device))
+        learner.check_features(FeatureParams.from_config(cfg.features))
+        dm = build_datamodule(cfg, learner.batches, progress=progress)
+        embeddings = embed_dataset(learner, dm, split_utterances(dm, split, per_speaker))
     out.mkdir(exist_ok=True)
     files = [embeddings.save(out / "embeddings.npz"), out / f"{method}.png"]
     points = project_embeddings(embeddings.vectors, method, cfg.seed)

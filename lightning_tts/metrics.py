@@ -364,7 +364,7 @@ class SpeakerSimilarity(UtteranceScore):
     Args:
         sample_rate: of the waveforms.
         embed: waveform (N,) at ``sample_rate`` -> (D,) embedding, from an evaluation encoder trained
-            apart from the model under test (``evaluation.judges.speaker_embedder``).
+            apart from the model under test (``evaluation.judges.build_judge``).
     """
 
     higher_is_better = True

@@ -102,6 +102,8 @@ CHECKPOINT_CASES = [
     (["embed", "--checkpoint", "{ckpt}", "--out", "{tmp}/emb", "{data}"], 1, "has no speaker encoder"),
     (["evaluate", "--checkpoint", "{ckpt}", "--shots", "1", "--steps", "0", "--out", "{tmp}/ev", "{data}",
       "fewshot.speaker_encoder={ckpt}"], 1, "must be a metric run"),
+    (["evaluate", "--checkpoint", "{ckpt}", "--shots", "1", "--steps", "0", "--out", "{tmp}/ev", "{data}",
+      "fewshot.speaker_encoder=resemblizer"], 1, "checkpoint not found: resemblizer"),
     (["evaluate", "--checkpoint", "{ckpt}", "--shots", "40", "--out", "{tmp}/ev", "{data}"], 1, "no test speaker has 40"),
     (["evaluate", "--checkpoint", "{ckpt}", "--adapt-lr", "0", "--out", "{tmp}/ev", "{data}"], 1, "--adapt-lr must be > 0, got 0.0"),
     (["synthesize", "--checkpoint", "{ckpt}", "--text", "", "--out", "{tmp}/o.wav"], 1, "empty text"),

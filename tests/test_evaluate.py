@@ -1,6 +1,7 @@
 """``evaluate`` over two learners' checkpoints, the few-shot callback, and the adaptation-curves notebook."""
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import math
 from pathlib import Path
@@ -30,7 +31,8 @@ def checkpoints(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) 
 
 def test_fewshot_callback_logs_and_writes_samples(checkpoints) -> None:
     paths, _, metrics = checkpoints
-    assert all(math.isfinite(metrics[f"val/fewshot/{m}"]) for m in ("mcd", "pesq", "stoi", "wer", "cer"))
+    assert all(math.isfinite(metrics[f"val/fewshot/{m}"]) for m in ("mcd", "pesq", "stoi", "wer", "cer", "speaker_sim"))
+    assert 0.0 <= metrics["val/fewshot/speaker_sim"] <= 1.0  # the default judge: resemblyzer (its embeddings are >= 0)
     run_dir = Path(paths[0]).parent.parent
     assert list((run_dir / "fewshot").glob("*.wav")) and list((run_dir / "fewshot").glob("*.png"))
 
@@ -59,7 +61,11 @@ def test_evaluate_two_checkpoints_writes_every_file_and_cell(checkpoints, tmp_pa
     assert all(len(c["sha256"]) == 64 for c in results["checkpoints"])
     # --samples defaults to 2: 2 speakers x 2 queries x (2 references + 2 systems x 4 cells) clips
     assert len(results["samples"]) == 2 * 2 * (2 + 2 * 4) and all((out / s["audio"]).is_file() for s in results["samples"])
-    assert results["metrics"] == [m for m in METRICS if m != "speaker_sim"]  # no evaluation encoder; WER on
+    assert results["metrics"] == list(METRICS)  # the default judge (resemblyzer) and recogniser
+    assert results["speaker_encoder"] == {"name": "resemblyzer", "version": importlib.metadata.version("resemblyzer")}
+    assert truth["speaker_sim"]["mean"] == pytest.approx(1.0, abs=1e-5)
+    ceiling = next(r for r in results["rows"] if r["system"] == "vocoder ceiling")["metrics"]["speaker_sim"]
+    assert 0.0 < ceiling["mean"] < 1.0 and ceiling["n"] == 2 * 2
     assert results["provenance"]["packages"]["torch"] and "git_commit" in results["provenance"]
     table = (out / "results.md").read_text()
     assert "## mcd (lower is better)" in table and "| 2 | 2 |" in table
@@ -67,10 +73,12 @@ def test_evaluate_two_checkpoints_writes_every_file_and_cell(checkpoints, tmp_pa
     # the same seed gives the same numbers
     again = tmp_path / "again"
     assert main(["evaluate", "--checkpoint", paths[0], "--shots", "1", "--steps", "0", "--out", str(again),
-                 "--no-progress", *overrides]) == 0
+                 "--no-progress", "fewshot.speaker_encoder=none", *overrides]) == 0
     first = next(r for r in results["rows"] if r["shots"] == 1 and r["steps"] == 0 and "multispeaker" in r["system"])
-    second = next(r for r in json.loads((again / "results.json").read_text())["rows"] if r["shots"] == 1)
+    unjudged = json.loads((again / "results.json").read_text())
+    second = next(r for r in unjudged["rows"] if r["shots"] == 1)
     assert first["metrics"]["mcd"]["values"] == second["metrics"]["mcd"]["values"]
+    assert unjudged["metrics"] == [m for m in METRICS if m != "speaker_sim"] and unjudged["speaker_encoder"] is None
     # validation speakers, for choosing adaptation settings (here a rate) away from the test speakers
     val = tmp_path / "val"
     assert main(["evaluate", "--checkpoint", paths[0], "--shots", "1", "--steps", "1", "--out", str(val), "--split", "val",

@@ -10,7 +10,7 @@ import torch
 from pytorch_lightning.loggers import Logger, TensorBoardLogger, WandbLogger
 
 from lightning_tts.audio import FeatureExtractor, read_audio, write_audio
-from lightning_tts.evaluation.judges import Embedder, speaker_embedder
+from lightning_tts.evaluation.judges import RESEMBLYZER, Embedder, build_judge
 from lightning_tts.evaluation.recognizer import Transcriber, transcriber
 from lightning_tts.evaluation.scoring import metric_names, score_pair, similarity_to
 from lightning_tts.evaluation.speaker_sets import fixed_speaker_sets, support_batch
@@ -29,8 +29,9 @@ class FewShotConfig:
         queries: query utterances per speaker.
         shots: K support utterances.
         steps: adaptation steps.
-        speaker_encoder: an evaluation encoder checkpoint (a metric run) that judges speaker
-            similarity; ``evaluate`` uses it too.
+        speaker_encoder: the judge of speaker similarity (``speaker_sim``), here and in ``evaluate``:
+            ``resemblyzer`` (its pretrained GE2E encoder), an evaluation encoder checkpoint (a metric
+            run trained apart from the models under test), or ``none``/null (no ``speaker_sim``).
         wer: transcribe every synthesis with the offline recogniser and report ``wer``/``cer``
             against its text (here and in ``evaluate``).
     """
@@ -40,7 +41,7 @@ class FewShotConfig:
     queries: int = 2
     shots: int = 5
     steps: int = 10
-    speaker_encoder: Optional[str] = None
+    speaker_encoder: Optional[str] = RESEMBLYZER
     wer: bool = True
 
 
@@ -48,7 +49,7 @@ class FewShotEvalCallback(pl.Callback):
     """Every ``every`` validations: each learner adapts its own way (K shots, S steps) to fixed
     validation speakers, synthesises their fixed query texts, scores them with the same
     ``score_pair`` as ``evaluate``, and logs ``val/fewshot/<metric>`` for every metric it reports
-    (``speaker_sim`` with an evaluation encoder, ``wer``/``cer`` with the recogniser). Speakers are
+    (``speaker_sim`` with a judge, ``wer``/``cer`` with the recogniser). Speakers are
     split across ranks and the means are all-reduced. Rank 0 writes the first speaker's first query as a wav and a mel image under
     ``directory``, and sends it to the trainer's loggers that take audio (TensorBoard, W&B) as
     ``fewshot/<speaker>/synthesis``, beside the ``recording`` and its vocoder ``ceiling``.
@@ -65,13 +66,17 @@ class FewShotEvalCallback(pl.Callback):
         self.directory, self.config, self.vocoder, self.seed = Path(directory), config, vocoder, seed
         self._validations = 0
         self._embed: Optional[Embedder] = None
+        self._references: dict[str, torch.Tensor] = {}  # utterance id -> the judge's (D,) embedding of the recording
         self._transcribe: Optional[Transcriber] = None
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        """Load the evaluation encoder once (a bad path fails before training starts)."""
-        if self.config.speaker_encoder and self.config.every > 0 and self._embed is None:
-            self._embed = speaker_embedder(self.config.speaker_encoder, pl_module.feature_params.sample_rate)
-        if self.config.wer and self.config.every > 0 and self._transcribe is None:
+        """Load the judge and the recogniser once (a bad judge fails before training starts); a
+        learner that cannot synthesise (a speaker-encoder run) needs neither."""
+        if self.config.every <= 0 or not pl_module.synthesizes:
+            return
+        if self._embed is None:
+            self._embed = build_judge(self.config.speaker_encoder, pl_module.feature_params.sample_rate)
+        if self.config.wer and self._transcribe is None:
             self._transcribe = transcriber(pl_module.feature_params.sample_rate)
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -95,7 +100,8 @@ class FewShotEvalCallback(pl.Callback):
             for utt in speaker_set.query:
                 mel = pl_module.synthesize(torch.tensor(pl_module.text.encode(utt.text)), state).cpu()  # (T, n_mels)
                 wav, ref = vocoder(mel), read_audio(utt.path, sr)
-                similarity = similarity_to(self._embed(ref), self._embed) if self._embed is not None else None
+                similarity = (similarity_to(self._reference(utt.utterance_id, ref), self._embed)
+                              if self._embed is not None else None)
                 for name, value in score_pair(ref, wav, sr, similarity, utt.text, self._transcribe).items():
                     means[name].update([value])
                 sample = sample or (speaker_set.speaker, utt, mel, wav, extractor(ref)["mel"])
@@ -113,6 +119,13 @@ class FewShotEvalCallback(pl.Callback):
             if audio_loggers(trainer):
                 clips = {"synthesis": wav, "recording": read_audio(utt.path, sr), "ceiling": vocoder(target)}
                 self._log_audio(trainer, speaker, clips, sr)
+
+    def _reference(self, utterance_id: str, ref: torch.Tensor) -> torch.Tensor:
+        """The judge's (D,) embedding of a (N,) recording, computed once per utterance."""
+        if utterance_id not in self._references:
+            assert self._embed is not None
+            self._references[utterance_id] = self._embed(ref)
+        return self._references[utterance_id]
 
     @staticmethod
     def _log_audio(trainer: pl.Trainer, speaker: str, clips: dict[str, torch.Tensor], sample_rate: int) -> None:

@@ -6,9 +6,10 @@ identical for every checkpoint and every grid. Each query text is synthesised fr
 durations), vocoded by the configured vocoder (``vocoder`` section) and scored against the recording
 by ``scoring.score_pair``: MCD-DTW, F0 RMSE and V/UV error (on the DTW path), PESQ and STOI (whose
 signals are not time-aligned here, so they measure more than voice quality; read them together with
-the vocoder-ceiling row), and, when ``fewshot.speaker_encoder`` names an evaluation encoder
-checkpoint (a ``metric`` run trained apart from the models under test), speaker similarity
-``speaker_sim``: the cosine between the encoder's embeddings of the recording and the synthesis.
+the vocoder-ceiling row), and speaker similarity ``speaker_sim``: the cosine between the judge's
+embeddings of the recording and the synthesis; the judge is ``fewshot.speaker_encoder``
+(``judges.build_judge``): ``resemblyzer`` by default, an evaluation encoder checkpoint (a ``metric``
+run trained apart from the models under test), or ``none`` (no ``speaker_sim``).
 With ``fewshot.wer`` (the default) an offline recogniser (``recognizer.py``) transcribes every clip and
 ``wer``/``cer`` score it against the query text; the ground-truth row's WER is the recordings' own
 (the recogniser is weak: read a system's WER against it).
@@ -31,7 +32,7 @@ from lightning_tts.data.datamodule import build_datamodule
 from lightning_tts.data.plans import TaskBatches
 from lightning_tts.devices import resolve_device
 from lightning_tts.errors import DataError, LightningTTSError
-from lightning_tts.evaluation.judges import Embedder, speaker_embedder
+from lightning_tts.evaluation.judges import Embedder, build_judge, judge_checkpoint, judge_record
 from lightning_tts.evaluation.recognizer import RECOGNIZER, Transcriber, transcriber
 from lightning_tts.evaluation.report import write_report
 from lightning_tts.evaluation.samples import SampleWriter
@@ -57,7 +58,7 @@ class Evaluator:
         sample_rate: the feature sample rate (all checkpoints must share it).
         vocoder: which vocoder makes the audio.
         progress: called with a short description after each scored cell.
-        embed: the evaluation encoder's embedding function (adds ``speaker_sim``).
+        embed: the judge's embedding function (adds ``speaker_sim``).
         transcribe: a recogniser (adds ``wer`` and ``cer`` against each query's text).
         adapt_lr: the adaptation learning rate of every checkpoint (None: each learner's own).
         keep: called with every clip before it is scored (``SampleHook``), e.g. to write samples.
@@ -181,9 +182,10 @@ def run_evaluation(cfg: DictConfig, checkpoints: Sequence[str], shots: Sequence[
                               cfg.data.splits.seed)
     torch.manual_seed(cfg.seed)
     sample_rate = learners[0].feature_params.sample_rate
-    encoder = cfg.fewshot.speaker_encoder
-    embed = speaker_embedder(encoder, sample_rate) if encoder else None
-    if encoder and file_sha256(encoder) in {file_sha256(c) for c in checkpoints}:
+    judge = cfg.fewshot.speaker_encoder
+    embed = build_judge(judge, sample_rate)
+    encoder = judge_checkpoint(judge)
+    if encoder is not None and file_sha256(encoder) in {file_sha256(c) for c in checkpoints}:
         raise LightningTTSError(f"fewshot.speaker_encoder {encoder} is also a checkpoint under evaluation: "
                                 f"a model must not be graded by its own encoder")
     writer = SampleWriter(out, sets, samples, learners[0].feature_params)
@@ -201,7 +203,7 @@ def run_evaluation(cfg: DictConfig, checkpoints: Sequence[str], shots: Sequence[
                                  "query": [u.utterance_id for u in s.query]} for s in sets},
         "checkpoints": [{"path": str(Path(c).resolve()), "sha256": file_sha256(c), "learner": l.name, "system": n,
                          "training_cost": l.training_cost} for c, l, n in zip(checkpoints, learners, names)],
-        "speaker_encoder": {"path": str(Path(encoder).resolve()), "sha256": file_sha256(encoder)} if encoder else None,
+        "speaker_encoder": judge_record(judge),
         "metrics": evaluator.metrics, "config": to_container(cfg), "rows": rows, "provenance": provenance(),
         "recognizer": RECOGNIZER if transcribe is not None else None,
         "samples": writer.entries,
