@@ -11,7 +11,7 @@ factor (vocoding seconds / audio seconds; median over utterances, ``torch`` thre
     python -m benchmarks.vocoder_ceiling [--corpus artifacts/espeak] [--speakers 6] [--utterances 5] \\
         [--vocoders griffin_lim,hifigan] [--judge resemblyzer] [--threads 2] [--out-dir benchmarks/results]
 
-Writes ``<out-dir>/vocoder-ceiling-<machine>-<date>.json`` (every value) and ``.md`` (the README table).
+Writes ``<out-dir>/vocoder-ceiling-<corpus folder>-<machine>-<date>.json`` (every value) and ``.md`` (the README table).
 """
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ import torch
 from lightning_tts.audio import FeatureExtractor, FeatureParams, read_audio
 from lightning_tts.data.corpora import VCTKCorpus
 from lightning_tts.data.espeak import EspeakConfig, build_espeak_corpus
+from lightning_tts.evaluation.judges import build_judge
 from lightning_tts.evaluation.recognizer import transcriber
 from lightning_tts.evaluation.scoring import LOWER_IS_BETTER, metric_names, score_pair, similarity_to
 from lightning_tts.evaluation.stats import format_mean_ci, mean_ci
@@ -49,8 +50,6 @@ def held_out(corpus: Path, speakers: int, utterances: int) -> list[Any]:
 
 def measure(corpus: Path, speakers: int, utterances: int, vocoders: list[str], judge: Optional[str]) -> dict[str, Any]:
     """Score every vocoder's resynthesis of the held-out recordings; returns the result record."""
-    from lightning_tts.evaluation.judges import build_judge
-
     utts = held_out(corpus, speakers, utterances)
     sr = FEATURES.sample_rate
     extractor = FeatureExtractor(FEATURES)
@@ -112,7 +111,8 @@ def main() -> None:
     result["machine"] = {"cpu": platform.processor() or platform.machine(), "threads": args.threads,
                          "torch": torch.__version__, "date": datetime.date.today().isoformat()}
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    stem = args.out_dir / f"vocoder-ceiling-{platform.node() or 'machine'}-{datetime.date.today().isoformat()}"
+    stem = args.out_dir / (f"vocoder-ceiling-{args.corpus.name}-{platform.node() or 'machine'}-"
+                           f"{datetime.date.today().isoformat()}")
     stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     stem.with_suffix(".md").write_text(markdown(result))
     print(markdown(result))
