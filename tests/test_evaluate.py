@@ -59,6 +59,15 @@ def test_evaluate_two_checkpoints_writes_every_file_and_cell(checkpoints, tmp_pa
     assert 0.0 <= truth["wer"]["mean"] and 0.0 <= truth["cer"]["mean"]  # the recordings' own WER: the reference row
     assert results["recognizer"].startswith("pocketsphinx")
     assert all(len(c["sha256"]) == 64 for c in results["checkpoints"])
+    assert all(c["training_cost"]["optimizer_steps"] > 0 for c in results["checkpoints"])
+    # paired differences against the first checkpoint: one per (shots, steps, metric) of the second
+    diffs = results["differences"]
+    assert len(diffs) == 2 * 2 * len(results["metrics"]) and {d["against"] for d in diffs} == {grid[0]["system"]}
+    d = next(d for d in diffs if (d["shots"], d["steps"], d["metric"]) == (2, 2, "mcd"))
+    a, b = (next(r for r in grid if r["system"] == s and r["shots"] == 2 and r["steps"] == 2)["metrics"]["mcd"]["values"]
+            for s in (d["against"], d["system"]))
+    assert d["mean"] == pytest.approx(sum(y - x for x, y in zip(a, b)) / len(a)) and d["clusters"] == 2
+    assert d["ci_low"] <= d["mean"] <= d["ci_high"] and "## Paired differences against" in (out / "results.md").read_text()
     # --samples defaults to 2: 2 speakers x 2 queries x (2 references + 2 systems x 4 cells) clips
     assert len(results["samples"]) == 2 * 2 * (2 + 2 * 4) and all((out / s["audio"]).is_file() for s in results["samples"])
     assert results["metrics"] == list(METRICS)  # the default judge (resemblyzer) and recogniser

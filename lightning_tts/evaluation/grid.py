@@ -38,7 +38,7 @@ from lightning_tts.evaluation.report import write_report
 from lightning_tts.evaluation.samples import SampleWriter
 from lightning_tts.evaluation.scoring import metric_names, score_pair, similarity_to
 from lightning_tts.evaluation.speaker_sets import SpeakerSet, fixed_speaker_sets, support_batch
-from lightning_tts.evaluation.stats import mean_ci
+from lightning_tts.evaluation.stats import mean_ci, paired_bootstrap
 from lightning_tts.learners import load_learner
 from lightning_tts.learners.base import BaseLearner
 from lightning_tts.models.vocoder import VocoderConfig, build_vocoder
@@ -140,6 +140,27 @@ class Evaluator:
                 "metrics": {m: mean_ci([s[m] for s in scores]) for m in self.metrics}}
 
 
+def paired_differences(rows: list[dict[str, Any]], sets: Sequence[SpeakerSet], metrics: Sequence[str],
+                       seed: int) -> list[dict[str, Any]]:
+    """Every system against the first checkpoint's system, cell by cell (same K, same steps): the
+    mean paired difference (other - first) per metric with a speaker-clustered bootstrap 95 % CI
+    (``stats.paired_bootstrap``; every cell scores the same queries in the same order)."""
+    clusters = [s.speaker for s in sets for _ in s.query]
+    grid = [r for r in rows if r["shots"] is not None]
+    systems = list(dict.fromkeys(r["system"] for r in grid))
+    out = []
+    for row in grid:
+        if row["system"] == systems[0]:
+            continue
+        first = next(r for r in grid if r["system"] == systems[0] and (r["shots"], r["steps"]) == (row["shots"], row["steps"]))
+        for metric in metrics:
+            diff = paired_bootstrap(first["metrics"][metric]["values"], row["metrics"][metric]["values"], clusters,
+                                    seed=seed)
+            out.append({"system": row["system"], "against": systems[0], "shots": row["shots"], "steps": row["steps"],
+                        "metric": metric, **diff})
+    return out
+
+
 def system_names(checkpoints: Sequence[str], learners: Sequence[BaseLearner]) -> list[str]:
     """'learner (run directory)' per checkpoint, unique."""
     names = [f"{l.name} ({Path(c).resolve().parent.parent.name})" for c, l in zip(checkpoints, learners)]
@@ -205,6 +226,7 @@ def run_evaluation(cfg: DictConfig, checkpoints: Sequence[str], shots: Sequence[
                          "training_cost": l.training_cost} for c, l, n in zip(checkpoints, learners, names)],
         "speaker_encoder": judge_record(judge),
         "metrics": evaluator.metrics, "config": to_container(cfg), "rows": rows, "provenance": provenance(),
+        "differences": paired_differences(rows, sets, evaluator.metrics, cfg.seed),
         "recognizer": RECOGNIZER if transcribe is not None else None,
         "samples": writer.entries,
     }

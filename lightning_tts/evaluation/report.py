@@ -62,6 +62,12 @@ def results_markdown(results: dict[str, Any]) -> str:
                 lines.append(f"| {k} | {n} | " + " | ".join(cells) + " |")
         lines.append("")
         lines += [f"{r['system']}: {format_mean_ci(r['metrics'][metric])}  " for r in refs] + [""]
+    differences = results.get("differences") or []
+    if differences:
+        lines += [f"## Paired differences against {differences[0]['against']} (speaker-clustered bootstrap 95 % CI)",
+                  "", "| system | shots | steps | metric | mean difference | 95 % CI |", "|---|---|---|---|---|---|"]
+        lines += [f"| {d['system']} | {d['shots']} | {d['steps']} | {d['metric']} | {d['mean']:+.3f} | "
+                  f"[{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] |" for d in differences] + [""]
     return "\n".join(lines)
 
 

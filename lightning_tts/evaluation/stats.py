@@ -17,6 +17,36 @@ def mean_ci(values: Sequence[float]) -> dict[str, Any]:
     return {"mean": mean, "ci95": ci, "n": n, "failures": len(values) - n, "values": [float(v) for v in values]}
 
 
+def paired_bootstrap(a: Sequence[float], b: Sequence[float], clusters: Sequence[str], resamples: int = 2000,
+                     seed: int = 0) -> dict[str, Any]:
+    """Mean of the paired differences ``b - a`` and its 95 % percentile CI from a cluster bootstrap:
+    clusters (speakers) are drawn with replacement and each keeps all its pairs, so queries of one
+    speaker are not counted as independent evidence. Pairs with a NaN on either side are dropped.
+
+    Args:
+        a, b: per-item scores of two systems on the same items, in the same order.
+        clusters: the cluster (speaker) of each item.
+        resamples: bootstrap draws.
+        seed: of the draws.
+
+    Returns:
+        ``mean``, ``ci_low``, ``ci_high`` (NaN when fewer than 2 clusters remain), ``n``, ``clusters``.
+    """
+    if not len(a) == len(b) == len(clusters):
+        raise ValueError(f"paired_bootstrap needs equal lengths, got {len(a)}, {len(b)}, {len(clusters)}")
+    keep = [i for i in range(len(a)) if math.isfinite(a[i]) and math.isfinite(b[i])]
+    names = sorted({clusters[i] for i in keep})
+    sums = np.array([sum(b[i] - a[i] for i in keep if clusters[i] == c) for c in names])  # (C,)
+    counts = np.array([sum(1 for i in keep if clusters[i] == c) for c in names])  # (C,)
+    mean = float(sums.sum() / counts.sum()) if keep else float("nan")
+    low = high = float("nan")
+    if len(names) > 1:
+        draws = np.random.default_rng(seed).integers(len(names), size=(resamples, len(names)))  # (R, C)
+        means = sums[draws].sum(1) / counts[draws].sum(1)  # (R,)
+        low, high = (float(v) for v in np.percentile(means, [2.5, 97.5]))
+    return {"mean": mean, "ci_low": low, "ci_high": high, "n": len(keep), "clusters": len(names)}
+
+
 def format_cost(cost: Optional[dict[str, Any]]) -> str:
     """A checkpoint's ``training_cost`` in one phrase (``callbacks.cost``), or 'cost not recorded'."""
     if not cost:

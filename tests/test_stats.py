@@ -1,0 +1,37 @@
+"""The speaker-clustered paired bootstrap of system differences, on hand-made cases."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from lightning_tts.evaluation.stats import paired_bootstrap
+
+
+def test_two_speakers_give_the_range_of_their_means() -> None:
+    # speaker a: differences 1, 1; speaker b: 2, 2 -> resampled means lie in {1, 1.5, 2}
+    d = paired_bootstrap([0, 0, 0, 0], [1, 1, 2, 2], ["a", "a", "b", "b"], seed=1)
+    assert d["mean"] == 1.5 and (d["ci_low"], d["ci_high"]) == (1.0, 2.0) and (d["n"], d["clusters"]) == (4, 2)
+
+
+def test_clusters_not_utterances_are_resampled() -> None:
+    # 5 speakers x 20 queries: identical queries within a speaker carry no extra evidence, so the CI
+    # is as wide as with one query per speaker, far wider than an iid bootstrap over 100 items would be
+    speaker_effects = [-1.0, 0.0, 1.0, 2.0, 3.0]
+    b = [e for e in speaker_effects for _ in range(20)]
+    clustered = paired_bootstrap([0.0] * 100, b, [str(s) for s in range(5) for _ in range(20)], seed=0)
+    single = paired_bootstrap([0.0] * 5, speaker_effects, [str(s) for s in range(5)], seed=0)
+    assert clustered["mean"] == pytest.approx(1.0)
+    assert clustered["ci_low"] == pytest.approx(single["ci_low"]) and clustered["ci_high"] == pytest.approx(single["ci_high"])
+    iid = np.percentile([np.mean(np.random.default_rng(i).choice(b, 100)) for i in range(2000)], [2.5, 97.5])
+    assert clustered["ci_high"] - clustered["ci_low"] > 3 * (iid[1] - iid[0])
+
+
+def test_nan_pairs_are_dropped_and_one_speaker_has_no_interval() -> None:
+    d = paired_bootstrap([0, float("nan"), 0], [1, 5, 3], ["a", "a", "b"])
+    assert d["mean"] == 2.0 and d["n"] == 2
+    one = paired_bootstrap([0, 0], [1, 2], ["a", "a"])
+    assert one["mean"] == 1.5 and math.isnan(one["ci_low"]) and math.isnan(one["ci_high"])
+    with pytest.raises(ValueError, match="equal lengths"):
+        paired_bootstrap([0], [1, 2], ["a", "a"])
