@@ -12,7 +12,7 @@ from lightning_tts.errors import ConfigError
 from lightning_tts.training import build_callbacks, build_loggers, check_trainer_config, logger_names, run
 
 
-def _one_line_error(call, *needles: str) -> None:
+def assert_one_line_error(call, *needles: str) -> None:
     """``call()`` raises a one-line ConfigError holding every needle."""
     with pytest.raises(ConfigError) as err:
         call()
@@ -28,10 +28,10 @@ def test_default_loggers_are_csv_plus_tensorboard_when_installed(monkeypatch) ->
 
 
 def test_unknown_or_uninstalled_logger_is_one_line(monkeypatch) -> None:
-    _one_line_error(lambda: logger_names(["csv", "neptune"]), "trainer.logger", "'neptune'", "csv, tensorboard, wandb, mlflow")
+    assert_one_line_error(lambda: logger_names(["csv", "neptune"]), "trainer.logger", "'neptune'", "csv, tensorboard, wandb, mlflow")
     for name in ("wandb", "mlflow", "tensorboard"):
         monkeypatch.setitem(sys.modules, name, None)
-        _one_line_error(lambda: logger_names([name]), "trainer.logger", f"pip install {name}")
+        assert_one_line_error(lambda: logger_names([name]), "trainer.logger", f"pip install {name}")
 
 
 @pytest.mark.parametrize("name", ["wandb", "mlflow"])
@@ -60,13 +60,13 @@ def test_optional_loggers_stay_local(name: str, tmp_path: Path, monkeypatch) -> 
      ("trainer.callbacks[0]=pytorch_lightning.callbacks.Timer", "bad init_args {'hours': 2}")),
 ])
 def test_bad_callbacks_are_one_line(spec: object, needles: tuple[str, ...]) -> None:
-    _one_line_error(lambda: build_callbacks([spec]), *needles)
+    assert_one_line_error(lambda: build_callbacks([spec]), *needles)
 
 
 def test_bad_trainer_options_fail_before_data_is_read(make_cfg, tmp_path: Path) -> None:
     common = ("data.corpus=ljspeech", f"data.root={tmp_path / 'absent'}")  # reading it would fail otherwise
-    _one_line_error(lambda: run(make_cfg(*common, "trainer.logger=[csv,nope]"), progress=False), "trainer.logger", "nope")
-    _one_line_error(lambda: run(make_cfg(*common, "trainer.callbacks=[x.Y]"), progress=False), "trainer.callbacks[0]=x.Y")
+    assert_one_line_error(lambda: run(make_cfg(*common, "trainer.logger=[csv,nope]"), progress=False), "trainer.logger", "nope")
+    assert_one_line_error(lambda: run(make_cfg(*common, "trainer.callbacks=[x.Y]"), progress=False), "trainer.callbacks[0]=x.Y")
     check_trainer_config({"logger": None, "callbacks": []})  # the defaults pass
 
 
