@@ -73,3 +73,15 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     """Write ``obj`` as indented JSON to ``path`` atomically."""
     write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """The JSON value in ``path``.
+
+    Raises:
+        LightningTTSError: the file is missing or not valid JSON (one line naming it).
+    """
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise LightningTTSError(f"cannot read {path}: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from err

@@ -157,6 +157,36 @@ def _fit(args: argparse.Namespace, cfg: Optional[DictConfig]) -> int:
     return 0
 
 
+def _experiment_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", action="append", default=[], metavar="FILE",
+                   help="experiment file (default conf/experiment/fewshot_default.yaml); repeatable, merged left to right")
+    p.add_argument("--print-config", action="store_true", help="print the resolved experiment and exit")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="experiment keys (out=DIR, tune.lrs=[...], systems.NAME.overrides=[...]); any other key "
+                        "is a run-config override for every system (data.root=...)")
+
+
+def _experiment(args: argparse.Namespace, cfg: Optional[DictConfig]) -> int:
+    """Train every system, choose adaptation rates on validation speakers, evaluate on test speakers."""
+    from omegaconf import OmegaConf
+
+    from lightning_tts.experiment import load_experiment, run_experiment
+    from lightning_tts.training import TrainingInterrupted
+
+    experiment = load_experiment(args.config, args.overrides)
+    if args.print_config:
+        print(OmegaConf.to_yaml(OmegaConf.structured(experiment)), end="")
+        return 0
+    try:
+        report = run_experiment(experiment, progress=not args.no_progress, say=lambda line: print(line, flush=True))
+    except TrainingInterrupted as stop:
+        print(f"{stop}; run the same command again to resume", file=sys.stderr)
+        return stop.exit_code
+    print(f"report: {report}")
+    print(f"listening page: {report.parent / 'evaluate' / 'report.html'}")
+    return 0
+
+
 def _checkpoint_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="a checkpoint written by fit")
 
@@ -303,7 +333,8 @@ def _evaluate(args: argparse.Namespace, cfg: Optional[DictConfig]) -> int:
                    disable=args.no_progress)
     try:
         results = run_evaluation(cfg, args.checkpoint, shots, steps, args.out, device=args.device,
-                                 progress=bar.step, samples=args.samples, split=args.split, adapt_lr=args.adapt_lr)
+                                 progress=bar.step, samples=args.samples, split=args.split,
+                                 adapt_lrs=[args.adapt_lr] * len(args.checkpoint))
     finally:
         bar.close()
     print(results_markdown(results))
@@ -389,6 +420,8 @@ COMMANDS: dict[str, Command] = {
                           _synthesize_args, uses_config=False),
     "evaluate": Command("few-shot evaluation tables, adaptation curves and a listening page", _evaluate,
                         _evaluate_args),
+    "experiment": Command("the whole few-shot comparison: train every system, tune on validation speakers, "
+                          "evaluate on test speakers (resumable)", _experiment, _experiment_args, uses_config=False),
     "embed": Command("speaker embeddings of a split -> embeddings.npz and a UMAP speaker map", _embed, _embed_args),
     "slurm": Command("write an sbatch script (multi-node DDP, checkpoint + requeue) for fit", _slurm, _slurm_args),
 }

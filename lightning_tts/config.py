@@ -16,7 +16,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import (
@@ -128,6 +128,48 @@ def _parse_overrides(overrides: Sequence[str]) -> DictConfig:
         raise ConfigError(f"cannot parse overrides {list(overrides)}: {str(err).splitlines()[0]}") from err
 
 
+def read_sources(config_files: Sequence[str | Path] = (), overrides: Sequence[str] = ()) -> list[tuple[str, DictConfig]]:
+    """(source name, node) of each YAML file (a relative path that does not exist from the working
+    directory is looked up among the package's presets) and, last, of the ``key=value`` overrides.
+
+    Raises:
+        ConfigError: an unreadable file or a malformed override.
+    """
+    sources = [(str(p), _read_yaml(resolve_path(p))) for p in config_files]
+    sources.append(("the command-line overrides", _parse_overrides(overrides)))
+    return sources
+
+
+def merge_checked(schema: DictConfig, sources: Sequence[tuple[str, DictConfig]],
+                  before_merge: Optional[Callable[[DictConfig, DictConfig], None]] = None) -> DictConfig:
+    """Merge ``sources`` left to right over a structured ``schema``, then resolve interpolations.
+
+    Args:
+        schema: ``OmegaConf.structured(SomeDataclass)``.
+        sources: ``read_sources`` output (plus any defaults first).
+        before_merge: called with (merged so far, next node) before each merge.
+
+    Raises:
+        ConfigError: unknown key, wrong type or a missing required value, naming the key and source.
+    """
+    cfg = schema
+    for source, node in sources:
+        if before_merge is not None:
+            before_merge(cfg, node)
+        try:
+            cfg = OmegaConf.merge(cfg, node)
+        except OmegaConfBaseException as err:
+            raise _explain(err, schema, source) from err
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(f"required config value missing: {', '.join(missing)} (set it as {missing[0]}=...)")
+    try:
+        OmegaConf.resolve(cfg)
+    except (MissingMandatoryValue, OmegaConfBaseException) as err:
+        raise ConfigError(f"cannot resolve config: {str(err).splitlines()[0]}") from err
+    return cfg
+
+
 def load_config(config_files: Sequence[str | Path] = (), overrides: Sequence[str] = ()) -> DictConfig:
     """Build the run configuration.
 
@@ -145,23 +187,8 @@ def load_config(config_files: Sequence[str | Path] = (), overrides: Sequence[str
     """
     schema = OmegaConf.structured(Config)
     OmegaConf.set_readonly(schema.features, False)  # FeatureParams is frozen (hashable); its node is not
-    sources = [(str(DEFAULT_CONFIG), _read_yaml(DEFAULT_CONFIG))]
-    sources += [(str(p), _read_yaml(resolve_path(p))) for p in config_files]
-    sources.append(("the command-line overrides", _parse_overrides(overrides)))
-    cfg = schema
-    for source, node in sources:
-        _select_learner(cfg, node)
-        try:
-            cfg = OmegaConf.merge(cfg, node)
-        except OmegaConfBaseException as err:
-            raise _explain(err, schema, source) from err
-    missing = sorted(OmegaConf.missing_keys(cfg))
-    if missing:
-        raise ConfigError(f"required config value missing: {', '.join(missing)} (set it as {missing[0]}=...)")
-    try:
-        OmegaConf.resolve(cfg)
-    except (MissingMandatoryValue, OmegaConfBaseException) as err:
-        raise ConfigError(f"cannot resolve config: {str(err).splitlines()[0]}") from err
+    sources = [(str(DEFAULT_CONFIG), _read_yaml(DEFAULT_CONFIG)), *read_sources(config_files, overrides)]
+    cfg = merge_checked(schema, sources, _select_learner)
     cfg.learner = learner_options(cfg.learner)
     return cfg
 

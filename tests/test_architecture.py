@@ -42,7 +42,7 @@ LAYERS: dict[int, tuple[str, ...]] = {
     6: ("callbacks",),  # what to evaluate / draw during training
     7: ("training", "slurm"),  # Trainer assembly; sbatch scripts
     8: ("config",),  # the composed run schema
-    9: ("api", "cli", "__main__", ROOT_COMPONENT),  # entry points
+    9: ("api", "cli", "__main__", "experiment", ROOT_COMPONENT),  # entry points; the multi-stage experiment
 }
 
 #: Files (relative to the package directory) allowed function-local imports of package modules,

@@ -87,6 +87,10 @@ def _baseline(preset: Path) -> dict[str, object]:
     from lightning_tts.schema import to_container
 
     own = OmegaConf.to_container(OmegaConf.load(preset))
+    if preset.parent.name == "experiment":  # an experiment file, schema ExperimentConfig
+        from lightning_tts.experiment import ExperimentConfig
+
+        return _leaves(to_container(OmegaConf.structured(ExperimentConfig)))
     if preset == DEFAULT_CONFIG:
         base = to_container(OmegaConf.structured(Config))
         learner = own.get("learner", {}).get("name", base["learner"]["name"])

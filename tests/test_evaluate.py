@@ -93,7 +93,7 @@ def test_evaluate_two_checkpoints_writes_every_file_and_cell(checkpoints, tmp_pa
     assert main(["evaluate", "--checkpoint", paths[0], "--shots", "1", "--steps", "1", "--out", str(val), "--split", "val",
                  "--adapt-lr", "0.003", "--samples", "0", "--no-progress", *overrides]) == 0
     on_val = json.loads((val / "results.json").read_text())
-    assert on_val["split"] == "val" and on_val["adapt_lr"] == 0.003 and results["split"] == "test"
+    assert on_val["split"] == "val" and on_val["checkpoints"][0]["adapt_lr"] == 0.003 and results["split"] == "test"
     assert len(on_val["speakers"]) == 2 and not set(on_val["speakers"]) & set(results["speakers"])
     outputs = execute_notebook("adaptation_curves.ipynb", {"LIGHTNING_TTS_RESULTS": str(out / "results.json")})
     assert any("image/png" in o.get("data", {}) for o in outputs)

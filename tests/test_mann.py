@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import execute_notebook
+from conftest import TEST_SEED, execute_notebook
 from lightning_tts.cli import main
 from lightning_tts.config import load_config
 from lightning_tts.learners.base import AdaptedState
@@ -31,7 +31,7 @@ def mann_run(tmp_path_factory: pytest.TempPathFactory):
         "data.splits.val=2", "data.splits.test=4", "data.preprocess_workers=1", "data.tasks.tasks_per_batch=2",
         f"trainer.max_steps={STEPS}", f"trainer.val_check_interval={STEPS}", "trainer.check_val_every_n_epoch=null",
         "trainer.limit_val_batches=1", "trainer.enable_progress_bar=false", "loss.bin_start=100", "loss.bin_warmup=100",
-        "fewshot.every=0", "learner.memory.slots=48"])
+        "fewshot.every=0", "learner.memory.slots=48", f"seed={TEST_SEED}"])
     return cfg, run(cfg, "fit", progress=False), corpus
 
 

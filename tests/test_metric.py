@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import execute_notebook
+from conftest import TEST_SEED, execute_notebook
 from lightning_tts.audio import read_audio
 from lightning_tts.cli import main
 from lightning_tts.config import load_config
@@ -34,7 +34,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[st
     common = [f"data.root={corpus}", f"data.cache_dir={tmp / 'cache'}", f"trainer.default_root_dir={tmp / 'runs'}",
               "data.splits.val=3", "data.splits.test=3", "data.preprocess_workers=1", "data.speakers_per_batch=5",
               "trainer.enable_progress_bar=false", "fewshot.every=0", "projection.method=pca",
-              "trainer.limit_val_batches=null"]
+              "trainer.limit_val_batches=null", f"seed={TEST_SEED}"]
     return tmp, corpus, common
 
 
@@ -74,8 +74,10 @@ def test_encoder_separates_unseen_speakers(encoder_run) -> None:
     eer_after, sil_after = verification_scores(trained.vectors, np.asarray(trained.speakers))
     print(f"6 unseen speakers x 12 utterances: EER untrained {eer_before:.3f} -> trained {eer_after:.3f}; "
           f"silhouette {sil_before:.3f} -> {sil_after:.3f}")
-    assert eer_after < 0.5 * eer_before and eer_after < 0.12
-    assert sil_after > sil_before + 0.2
+    # seeds 1234, 1, 2, 3 (LIGHTNING_TTS_TEST_SEED): EER 0.364 -> 0.109, 0.084, 0.085, 0.132; silhouette
+    # 0.054 -> 0.602, 0.629, 0.592, 0.552. The bounds sit below the worst seed with a margin.
+    assert eer_after < 0.5 * eer_before and eer_after < 0.18
+    assert sil_after > sil_before + 0.3
     assert result.metrics["val/eer"] < 0.2 and "val/silhouette" in result.metrics
     assert any((result.run_dir / "embeddings").glob("step*.png"))
 
@@ -100,7 +102,7 @@ def test_centroid_distances_follow_true_voice_parameters(setup, encoder_run) -> 
         found[group] = (len(names), len(i), float(np.corrcoef(embedding_distance, voice_distance)[0, 1]))
     for group, (n, pairs, r) in found.items():
         print(f"{group}: {n} speakers, {pairs} pairs: Pearson r(centroid cosine distance, (log F0, VTL) distance) = {r:.3f}")
-    assert found["unseen"][2] > 0.35  # the value is printed with -s
+    assert found["unseen"][2] > 0.35  # seeds 1234, 1, 2, 3: r = 0.675, 0.608, 0.726, 0.566
 
 
 def test_zero_shot_voice_from_reference_audio(setup, encoder_run, tts_run, tmp_path: Path) -> None:
@@ -132,8 +134,10 @@ def test_zero_shot_voice_from_reference_audio(setup, encoder_run, tts_run, tmp_p
     print(f"zero-shot from 3 references, {n} unseen speakers: mean cosine to own speaker {own:.3f}, to others "
           f"{other:.3f}; own speaker nearest for {hits}/{n} outputs; own output nearest for {hits_by_centroid}/{n} "
           f"speakers\n{np.round(sims.numpy(), 3)}")
-    assert own > other + 0.05
-    assert hits_by_centroid >= 3  # chance: 1
+    # seeds 1234, 1, 2, 3: own - other = 0.364, 0.447, 0.457, 0.425; own output nearest for 3, 3, 3, 4 of 6
+    # speakers (chance: 1). One seed's 3 of 6 was asserted before; the margins now hold over the four seeds.
+    assert own > other + 0.2
+    assert hits_by_centroid >= 2
 
 
 def test_adapt_stores_the_embedding_and_synthesizes(setup, tts_run, tmp_path: Path, capsys) -> None:

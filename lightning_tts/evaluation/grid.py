@@ -60,16 +60,14 @@ class Evaluator:
         progress: called with a short description after each scored cell.
         embed: the judge's embedding function (adds ``speaker_sim``).
         transcribe: a recogniser (adds ``wer`` and ``cer`` against each query's text).
-        adapt_lr: the adaptation learning rate of every checkpoint (None: each learner's own).
         keep: called with every clip before it is scored (``SampleHook``), e.g. to write samples.
     """
 
     def __init__(self, sets: list[SpeakerSet], sample_rate: int, vocoder: VocoderConfig,
                  progress: Optional[Callable[[str], None]] = None, embed: Optional[Embedder] = None,
-                 keep: Optional[SampleHook] = None, transcribe: Optional[Transcriber] = None,
-                 adapt_lr: Optional[float] = None) -> None:
+                 keep: Optional[SampleHook] = None, transcribe: Optional[Transcriber] = None) -> None:
         self.sets, self.sample_rate, self.vocoder, self.embed = sets, sample_rate, vocoder, embed
-        self.transcribe, self.adapt_lr = transcribe, adapt_lr
+        self.transcribe = transcribe
         self.metrics = metric_names(embed is not None, transcribe is not None)
         self.progress = progress or (lambda _: None)
         self.keep = keep or (lambda *_: None)
@@ -108,9 +106,9 @@ class Evaluator:
             self.progress(system)
         return rows
 
-    def checkpoint_rows(self, system: str, learner: BaseLearner, shots: Sequence[int],
-                        steps: Sequence[int]) -> list[dict[str, Any]]:
-        """One row per (shots, steps) for a learner."""
+    def checkpoint_rows(self, system: str, learner: BaseLearner, shots: Sequence[int], steps: Sequence[int],
+                        adapt_lr: Optional[float] = None) -> list[dict[str, Any]]:
+        """One row per (shots, steps) for a learner adapting with ``adapt_lr`` (None: its own rate)."""
         extractor = FeatureExtractor(learner.feature_params)
         vocoder = build_vocoder(self.vocoder, learner.feature_params)
         rows = []
@@ -120,7 +118,7 @@ class Evaluator:
             for n_steps in steps:
                 scores = []
                 for speaker_set, support in zip(self.sets, supports):
-                    state = learner.adapt(support, steps=n_steps, lr=self.adapt_lr)
+                    state = learner.adapt(support, steps=n_steps, lr=adapt_lr)
                     mels = [learner.synthesize(torch.tensor(learner.text.encode(u.text)), state).cpu()
                             for u in speaker_set.query]  # each (T, n_mels)
                     for utt, wav in zip(speaker_set.query, vocoder.batch(mels)):
@@ -170,10 +168,12 @@ def system_names(checkpoints: Sequence[str], learners: Sequence[BaseLearner]) ->
 def run_evaluation(cfg: DictConfig, checkpoints: Sequence[str], shots: Sequence[int], steps: Sequence[int],
                    out: str | Path, progress: Optional[Callable[[str], None]] = None,
                    device: str | torch.device = "cpu", samples: int = 2, split: str = "test",
-                   adapt_lr: Optional[float] = None) -> dict[str, Any]:
+                   adapt_lrs: Optional[Sequence[Optional[float]]] = None,
+                   names: Optional[Sequence[str]] = None) -> dict[str, Any]:
     """Evaluate checkpoints over the shots x steps grid on the ``split`` speakers (``test``; ``val`` to
-    choose adaptation settings without touching the test speakers), every checkpoint adapting with
-    ``adapt_lr`` (None: each learner's own rate); write the
+    choose adaptation settings without touching the test speakers), checkpoint i adapting with
+    ``adapt_lrs[i]`` (None, or no list: the learner's own rate) and named ``names[i]`` in the
+    tables (default: ``system_names``); write the
     report files (``report.REPORT_FILES``) into ``out`` (created; its parent must exist), and the audio
     of the first ``samples`` queries per speaker under ``out/samples/`` (0: none). Models
     adapt and synthesise on ``device`` (``auto``: CUDA when present); scoring runs on the CPU.
@@ -190,8 +190,15 @@ def run_evaluation(cfg: DictConfig, checkpoints: Sequence[str], shots: Sequence[
         raise DataError(f"--samples must be >= 0, got {samples}")
     if split not in ("test", "val"):
         raise DataError(f"--split must be test or val, got {split!r}")
-    if adapt_lr is not None and not adapt_lr > 0:
-        raise DataError(f"--adapt-lr must be > 0, got {adapt_lr}")
+    adapt_lrs = list(adapt_lrs) if adapt_lrs is not None else [None] * len(checkpoints)
+    if len(adapt_lrs) != len(checkpoints) or (names is not None and len(names) != len(checkpoints)):
+        raise DataError(f"{len(checkpoints)} checkpoints need as many adaptation rates and names, got "
+                        f"{len(adapt_lrs)} rates and {len(names) if names is not None else 'default'} names")
+    bad = [lr for lr in adapt_lrs if lr is not None and not lr > 0]
+    if bad:
+        raise DataError(f"--adapt-lr must be > 0, got {bad[0]}")
+    if names is not None and len(set(names)) != len(names):
+        raise DataError(f"system names must be unique, got {list(names)}")
     out.mkdir(exist_ok=True)
     device = resolve_device(device)
     learners = [load_learner(c).to(device) for c in checkpoints]
@@ -212,18 +219,19 @@ def run_evaluation(cfg: DictConfig, checkpoints: Sequence[str], shots: Sequence[
     writer = SampleWriter(out, sets, samples, learners[0].feature_params)
     transcribe = transcriber(sample_rate) if cfg.fewshot.wer else None
     evaluator = Evaluator(sets, sample_rate, build(VocoderConfig, cfg.vocoder), progress=progress, embed=embed,
-                          keep=writer, transcribe=transcribe, adapt_lr=adapt_lr)
+                          keep=writer, transcribe=transcribe)
     rows = evaluator.reference_rows(learners[0].feature_params)
-    names = system_names(checkpoints, learners)
-    for name, learner in zip(names, learners):
-        rows += evaluator.checkpoint_rows(name, learner, shots, steps)
+    names = list(names) if names is not None else system_names(checkpoints, learners)
+    for name, learner, lr in zip(names, learners, adapt_lrs):
+        rows += evaluator.checkpoint_rows(name, learner, shots, steps, lr)
     results = {
-        "seed": cfg.seed, "split_seed": cfg.data.splits.seed, "split": split, "adapt_lr": adapt_lr,
+        "seed": cfg.seed, "split_seed": cfg.data.splits.seed, "split": split,
         "shots": list(shots), "steps": list(steps),
         "speakers": {s.speaker: {"support": [u.utterance_id for u in s.support],
                                  "query": [u.utterance_id for u in s.query]} for s in sets},
         "checkpoints": [{"path": str(Path(c).resolve()), "sha256": file_sha256(c), "learner": l.name, "system": n,
-                         "training_cost": l.training_cost} for c, l, n in zip(checkpoints, learners, names)],
+                         "adapt_lr": lr, "training_cost": l.training_cost}
+                        for c, l, n, lr in zip(checkpoints, learners, names, adapt_lrs)],
         "speaker_encoder": judge_record(judge),
         "metrics": evaluator.metrics, "config": to_container(cfg), "rows": rows, "provenance": provenance(),
         "differences": paired_differences(rows, sets, evaluator.metrics, cfg.seed),

@@ -48,7 +48,9 @@ def results_markdown(results: dict[str, Any]) -> str:
     refs = [r for r in rows if r["shots"] is None]
     lines = [f"# Few-shot evaluation: {len(results['speakers'])} {results.get('split', 'test')} speakers, "
              f"{len(next(iter(results['speakers'].values()))['query'])} query utterances each", ""]
-    lines += [f"- {c['system']}: {format_cost(c.get('training_cost'))}" for c in results.get("checkpoints", [])] + [""]
+    lines += [f"- {c['system']}: {format_cost(c.get('training_cost'))}; adaptation rate "
+              f"{c['adapt_lr'] if c.get('adapt_lr') is not None else 'of the learner'}"
+              for c in results.get("checkpoints", [])] + [""]
     for metric in results_metrics(results):
         arrow = "lower is better" if LOWER_IS_BETTER[metric] else "higher is better"
         lines += [f"## {metric} ({arrow})", "", "| shots | steps | " + " | ".join(systems) + " |",

@@ -1,0 +1,342 @@
+"""One command for the whole few-shot comparison: train every system, choose each one's adaptation
+rate on the validation speakers, evaluate them all on the test speakers, write one report.
+
+An experiment file (``conf/experiment/<name>.yaml``, schema ``ExperimentConfig``) names the systems
+in order; each is one ``fit`` (its run-config files and overrides over the experiment's own) and may
+warm-start from an earlier system (``init_from: baseline``: that system's ``last.ckpt``). The stages:
+
+1. ``train <system>`` for each system, into ``<out>/runs/<system>``;
+2. ``tune lr=<rate>`` for each candidate rate (``tune.lrs``, plus the learner's own rate): every
+   checkpoint adapts to the *validation* speakers (``evaluate --split val``) at ``tune.shots`` and
+   ``tune.steps``; each system keeps the rate with the best ``tune.metric`` (``<out>/tune/choice.json``);
+3. ``evaluate``: the test speakers, every system with its chosen rate, into ``<out>/evaluate``
+   (``results.json``/``.md``, paired differences against the first system, ``report.html``);
+4. ``<out>/report.md``: systems, training costs, the tuning table and the evaluation tables.
+
+Each stage is skipped when its finished output exists (``<out>/stages/<stage>.json``, written last,
+atomically); a killed ``train`` stage resumes from its own ``last.ckpt``. So after a kill the same
+command picks up where it stopped.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+from omegaconf import OmegaConf
+
+from lightning_tts.atomic import file_sha256, read_json, write_json, write_text
+from lightning_tts.config import load_config, merge_checked, read_sources
+from lightning_tts.errors import ConfigError
+from lightning_tts.evaluation.grid import run_evaluation
+from lightning_tts.evaluation.report import results_markdown
+from lightning_tts.evaluation.scoring import LOWER_IS_BETTER
+from lightning_tts.evaluation.stats import format_cost, format_mean_ci
+from lightning_tts.training import run
+
+log = logging.getLogger("lightning_tts")
+
+#: The experiment file used when ``experiment`` is given none.
+DEFAULT_EXPERIMENT = "conf/experiment/fewshot_default.yaml"
+
+
+@dataclass
+class SystemConfig:
+    """One system of the comparison: one ``fit``.
+
+    Attributes:
+        config: run-config files (merged after the experiment's ``config``), e.g. a learner preset.
+        overrides: ``key=value`` run-config overrides (after the experiment's ``overrides``).
+        init_from: the name of an earlier system to warm-start from (its ``last.ckpt``).
+    """
+
+    config: List[str] = field(default_factory=list)
+    overrides: List[str] = field(default_factory=list)
+    init_from: Optional[str] = None
+
+
+@dataclass
+class TuneConfig:
+    """Choosing each system's adaptation learning rate on the validation speakers.
+
+    Attributes:
+        lrs: candidate rates; the learner's own rate (MAML: its learned rates) is always a candidate.
+        shots: support utterances while tuning.
+        steps: adaptation steps while tuning.
+        metric: the criterion (a metric of ``evaluate``; its direction from ``LOWER_IS_BETTER``).
+    """
+
+    lrs: List[float] = field(default_factory=lambda: [0.003, 0.01, 0.03])
+    shots: int = 5
+    steps: int = 5
+    metric: str = "mcd"
+
+
+@dataclass
+class EvaluateConfig:
+    """The test-speaker grid (as ``evaluate --shots --steps --samples``)."""
+
+    shots: List[int] = field(default_factory=lambda: [1, 5])
+    steps: List[int] = field(default_factory=lambda: [0, 5, 20])
+    samples: int = 2
+
+
+@dataclass
+class ExperimentConfig:
+    """A whole comparison (see the module docstring).
+
+    Attributes:
+        out: the experiment folder.
+        config: run-config files every system starts from (over ``conf/default.yaml``).
+        overrides: run-config overrides every system gets (the command line's run-config overrides
+            are appended here).
+        systems: name -> ``SystemConfig``, trained in this order; the first is the reference of the
+            paired differences.
+        tune: see ``TuneConfig``.
+        evaluate: see ``EvaluateConfig``.
+    """
+
+    out: str = "artifacts/experiment"
+    config: List[str] = field(default_factory=list)
+    overrides: List[str] = field(default_factory=list)
+    systems: Dict[str, SystemConfig] = field(default_factory=dict)
+    tune: TuneConfig = field(default_factory=TuneConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+
+
+def load_experiment(files: Sequence[str | Path] = (), overrides: Sequence[str] = ()) -> ExperimentConfig:
+    """The experiment of ``files`` (default ``DEFAULT_EXPERIMENT``) with ``overrides``: a key of
+    ``ExperimentConfig`` (``out=...``, ``tune.lrs=[...]``, ``systems.maml.overrides=[...]``) sets the
+    experiment; any other key is a run-config override for every system (``data.root=...``).
+
+    Raises:
+        ConfigError: unknown keys, bad values, or an inconsistent experiment (``check_experiment``).
+    """
+    own = {f.name for f in fields(ExperimentConfig)}
+    mine = [o for o in overrides if o.split("=", 1)[0].split(".", 1)[0] in own]
+    theirs = [o for o in overrides if o not in mine]
+    cfg = merge_checked(OmegaConf.structured(ExperimentConfig), read_sources(list(files) or [DEFAULT_EXPERIMENT], mine))
+    experiment: ExperimentConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
+    experiment.overrides = [*experiment.overrides, *theirs]
+    check_experiment(experiment)
+    return experiment
+
+
+def check_experiment(experiment: ExperimentConfig) -> None:
+    """Refuse what would fail late: no systems, a warm start from an unknown or later system, a bad
+    grid or criterion. Run configs are checked at the start of ``run_experiment``.
+
+    Raises:
+        ConfigError: one line naming the key.
+    """
+    names = list(experiment.systems)
+    if not names:
+        raise ConfigError("experiment: no systems (add systems.<name>.config=[conf/learner/<learner>.yaml])")
+    for i, (name, system) in enumerate(experiment.systems.items()):
+        if system.init_from is not None and system.init_from not in names[:i]:
+            raise ConfigError(f"systems.{name}.init_from={system.init_from!r} is not a system listed before {name!r} "
+                              f"(earlier systems: {names[:i] or 'none'})")
+    tune, grid = experiment.tune, experiment.evaluate
+    if tune.metric not in LOWER_IS_BETTER:
+        raise ConfigError(f"tune.metric must be one of {sorted(LOWER_IS_BETTER)}, got {tune.metric!r}")
+    if any(not lr > 0 for lr in tune.lrs) or tune.shots < 1 or tune.steps < 1:
+        raise ConfigError(f"tune needs rates > 0, shots >= 1 and steps >= 1, got lrs={tune.lrs} shots={tune.shots} "
+                          f"steps={tune.steps}")
+    if not grid.shots or min(grid.shots) < 1 or not grid.steps or min(grid.steps) < 0 or grid.samples < 0:
+        raise ConfigError(f"evaluate needs shots >= 1, steps >= 0 and samples >= 0, got shots={grid.shots} "
+                          f"steps={grid.steps} samples={grid.samples}")
+
+
+@dataclass
+class Stage:
+    """One resumable stage: done when its record ``<out>/stages/<slug>.json`` exists."""
+
+    name: str
+    record: Path
+
+    def done(self) -> Optional[dict[str, Any]]:
+        """The stage's record when it finished, else None."""
+        return read_json(self.record) if self.record.is_file() else None
+
+
+class Experiment:
+    """Runs an ``ExperimentConfig`` stage by stage (see the module docstring).
+
+    Args:
+        experiment: the loaded experiment.
+        progress: show training and evaluation progress bars.
+        say: receives one progress line per stage (default: the log).
+    """
+
+    def __init__(self, experiment: ExperimentConfig, progress: bool = True,
+                 say: Optional[Callable[[str], None]] = None) -> None:
+        self.experiment, self.progress = experiment, progress
+        self.out = Path(experiment.out).resolve()
+        self.say = say or log.info
+        self.stages_total = len(experiment.systems) + len(self.candidates()) + 1
+        self.stage_number = 0
+
+    def candidates(self) -> list[Optional[float]]:
+        """Adaptation rates tried on the validation speakers: each learner's own (None), then the grid."""
+        return [None, *dict.fromkeys(float(lr) for lr in self.experiment.tune.lrs)]
+
+    def run_config(self, system: Optional[SystemConfig] = None, *extra: str) -> Any:
+        """The run config of ``system`` (None: the shared part, used for evaluation)."""
+        files = [*self.experiment.config, *(system.config if system else [])]
+        return load_config(files, [*self.experiment.overrides, *(system.overrides if system else []), *extra])
+
+    def stage(self, slug: str, name: str) -> Stage:
+        self.stage_number += 1
+        return Stage(f"[{self.stage_number}/{self.stages_total}] {name}", self.out / "stages" / f"{slug}.json")
+
+    def finish(self, stage: Stage, record: dict[str, Any], started: float) -> dict[str, Any]:
+        """Write ``stage``'s record (last, atomically) and report its wall time."""
+        record = {**record, "wall_seconds": round(time.time() - started, 1)}
+        stage.record.parent.mkdir(parents=True, exist_ok=True)
+        write_json(stage.record, record)
+        self.say(f"{stage.name}: done in {record['wall_seconds']:.0f} s")
+        return record
+
+    # ------------------------------------------------------------------ stages
+    def train(self, name: str, system: SystemConfig, checkpoints: dict[str, Path]) -> Path:
+        """Stage ``train <name>``: fit into ``<out>/runs/<name>`` (resuming its ``last.ckpt`` after a kill)."""
+        warm = f" (warm start from {system.init_from})" if system.init_from else ""
+        stage = self.stage(f"train-{name}", f"train {name}{warm}")
+        done = stage.done()
+        if done is not None and Path(done["checkpoint"]).is_file():
+            self.say(f"{stage.name}: done before, skipped ({done['checkpoint']})")
+            return Path(done["checkpoint"])
+        run_dir = self.out / "runs" / name
+        extra = [f"run_dir={run_dir}"]
+        if (run_dir / "checkpoints" / "last.ckpt").is_file():
+            extra.append("ckpt_path=last")
+            self.say(f"{stage.name}: resuming {run_dir / 'checkpoints' / 'last.ckpt'}")
+        else:
+            self.say(f"{stage.name}: training into {run_dir}")
+        if system.init_from:
+            extra.append(f"init_from={checkpoints[system.init_from]}")
+        started = time.time()
+        result = run(self.run_config(system, *extra), "fit", progress=self.progress)
+        if result.last_checkpoint is None:
+            raise ConfigError(f"systems.{name}: fit wrote no last.ckpt in {run_dir} (is trainer.max_steps > 0?)")
+        self.finish(stage, {"system": name, "checkpoint": str(result.last_checkpoint),
+                            "sha256": file_sha256(result.last_checkpoint), "init_from": system.init_from}, started)
+        return result.last_checkpoint
+
+    def tune(self, checkpoints: dict[str, Path]) -> dict[str, Optional[float]]:
+        """Stages ``tune lr=...``: every candidate rate on the validation speakers; returns each
+        system's chosen rate (also in ``<out>/tune/choice.json``)."""
+        tune = self.experiment.tune
+        cfg = self.run_config(None, *([] if tune.metric in ("wer", "cer") else ["fewshot.wer=false"]))
+        names, paths = list(checkpoints), [str(p) for p in checkpoints.values()]
+        hashes = [file_sha256(p) for p in paths]
+        scores: dict[str, dict[str, float]] = {name: {} for name in names}
+        for lr in self.candidates():
+            label = "own" if lr is None else f"{lr:g}"
+            stage = self.stage(f"tune-lr-{label}", f"tune lr={label} on the validation speakers")
+            done = stage.done()
+            if done is None or done.get("sha256") != hashes:
+                self.say(f"{stage.name}: K={tune.shots}, {tune.steps} steps")
+                started = time.time()
+                (self.out / "tune").mkdir(parents=True, exist_ok=True)
+                results = run_evaluation(cfg, paths, [tune.shots], [tune.steps], self.out / "tune" / f"lr-{label}",
+                                         samples=0, split="val", adapt_lrs=[lr] * len(paths), names=names)
+                cells = {r["system"]: r["metrics"][tune.metric]["mean"] for r in results["rows"] if r["shots"] is not None}
+                done = self.finish(stage, {"lr": lr, "checkpoints": paths, "sha256": hashes, "scores": cells}, started)
+            else:
+                self.say(f"{stage.name}: done before, skipped")
+            for name in names:
+                scores[name][label] = done["scores"][name]
+        choice = {name: choose_rate(scores[name], tune.metric) for name in names}
+        write_json(self.out / "tune" / "choice.json", {"metric": tune.metric, "shots": tune.shots, "steps": tune.steps,
+                                                       "split": "val", "scores": scores, "chosen": choice})
+        return {name: None if label == "own" else float(label) for name, label in choice.items()}
+
+    def evaluate(self, checkpoints: dict[str, Path], rates: dict[str, Optional[float]]) -> dict[str, Any]:
+        """Stage ``evaluate``: the test grid, every system adapting with its chosen rate."""
+        grid = self.experiment.evaluate
+        stage = self.stage("evaluate", "evaluate on the test speakers")
+        paths, out = [str(p) for p in checkpoints.values()], self.out / "evaluate"
+        hashes = [file_sha256(p) for p in paths]
+        done = stage.done()
+        if done is not None and done.get("sha256") == hashes and done.get("rates") == list(rates.values()):
+            self.say(f"{stage.name}: done before, skipped")
+            return read_json(out / "results.json")
+        self.say(f"{stage.name}: K={grid.shots}, steps={grid.steps}")
+        started = time.time()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        results = run_evaluation(self.run_config(), paths, grid.shots, grid.steps, out, samples=grid.samples,
+                                 adapt_lrs=list(rates.values()), names=list(checkpoints))
+        self.finish(stage, {"checkpoints": paths, "sha256": hashes, "rates": list(rates.values())}, started)
+        return results
+
+    def run(self) -> Path:
+        """Every stage in order; returns the path of ``report.md``."""
+        for name, system in self.experiment.systems.items():
+            self.run_config(system)  # a bad key in any system fails now, before hours of training
+        self.out.mkdir(parents=True, exist_ok=True)
+        checkpoints: dict[str, Path] = {}
+        for name, system in self.experiment.systems.items():
+            checkpoints[name] = self.train(name, system, checkpoints)
+        rates = self.tune(checkpoints)
+        results = self.evaluate(checkpoints, rates)
+        report = self.out / "report.md"
+        write_text(report, experiment_markdown(self.experiment, results, read_json(self.out / "tune" / "choice.json")))
+        write_text(self.out / "experiment.yaml", OmegaConf.to_yaml(OmegaConf.structured(self.experiment)))
+        return report
+
+
+def choose_rate(scores: dict[str, float], metric: str) -> str:
+    """The label ('own' or a rate) with the best finite ``metric``; 'own' when none is finite."""
+    finite = {label: v for label, v in scores.items() if math.isfinite(v)}
+    if not finite:
+        return "own"
+    pick = min if LOWER_IS_BETTER[metric] else max
+    return pick(finite, key=finite.__getitem__)
+
+
+def experiment_markdown(experiment: ExperimentConfig, results: dict[str, Any], tuning: dict[str, Any]) -> str:
+    """The experiment report: systems with their training cost, warm start and chosen rate; the
+    validation table that chose the rates; then the evaluation tables (``results_markdown``)."""
+    costs = {c["system"]: c for c in results["checkpoints"]}
+    lines = ["# Few-shot experiment", "",
+             "| system | learner | warm start from | training cost | adaptation rate (chosen on val) |",
+             "|---|---|---|---|---|"]
+    for name, system in experiment.systems.items():
+        c = costs[name]
+        lines.append(f"| {name} | {c['learner']} | {system.init_from or '-'} | {format_cost(c.get('training_cost'))} | "
+                     f"{tuning['chosen'][name]} |")
+    labels = list(next(iter(tuning["scores"].values())))
+    arrow = "lower is better" if LOWER_IS_BETTER[tuning["metric"]] else "higher is better"
+    lines += ["", f"## Choosing the adaptation rate: validation speakers, K={tuning['shots']}, {tuning['steps']} steps, "
+                  f"mean {tuning['metric']} ({arrow}); 'own' = the learner's own rate (MAML: its learned rates)", "",
+              "| system | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
+    for name, row in tuning["scores"].items():
+        lines.append(f"| {name} | " + " | ".join(f"{row[label]:.3f}" for label in labels) + " |")
+    lines += ["", summary_markdown(results), "", results_markdown(results), "Listening page: evaluate/report.html", ""]
+    return "\n".join(lines)
+
+
+#: The columns of the summary table, when the evaluation has them.
+SUMMARY_METRICS = ("speaker_sim", "wer", "mcd", "f0_rmse")
+
+
+def summary_markdown(results: dict[str, Any]) -> str:
+    """One table, rows = reference rows then system x K x steps, columns = ``SUMMARY_METRICS`` (mean ± 95 % CI)."""
+    metrics = [m for m in SUMMARY_METRICS if m in results["metrics"]]
+    lines = ["## Summary (test speakers; mean ± 95 % CI over queries)", "",
+             "| system | K | steps | " + " | ".join(metrics) + " |", "|---|---|---|" + "---|" * len(metrics)]
+    for row in results["rows"]:
+        shots, steps = ("-", "-") if row["shots"] is None else (row["shots"], row["steps"])
+        lines.append(f"| {row['system']} | {shots} | {steps} | "
+                     + " | ".join(format_mean_ci(row["metrics"][m]) for m in metrics) + " |")
+    return "\n".join(lines)
+
+
+def run_experiment(experiment: ExperimentConfig, progress: bool = True,
+                   say: Optional[Callable[[str], None]] = None) -> Path:
+    """Run (or resume) ``experiment``; returns the path of its ``report.md``."""
+    return Experiment(experiment, progress, say).run()

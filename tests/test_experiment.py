@@ -1,0 +1,136 @@
+"""``experiment``: the whole comparison in one command, resumable after a kill between stages.
+
+Tiny sizes on a 10-speaker procedural corpus: a 3-step baseline and a MAML run warm-started from it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lightning_tts.atomic import file_sha256
+from lightning_tts.cli import main
+from lightning_tts.errors import ConfigError
+from lightning_tts.experiment import DEFAULT_EXPERIMENT, choose_rate, load_experiment
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_experiment(tmp: Path, corpus: Path, maml_steps: int = 2) -> Path:
+    """An experiment file: baseline (3 steps) then MAML warm-started from it; tiny grids."""
+    spec = {
+        "out": str(tmp / "out"),
+        "overrides": [f"data.root={corpus}", f"data.cache_dir={tmp / 'cache'}", "data.splits.val=2",
+                      "data.splits.test=2", "data.preprocess_workers=1", "fewshot.every=0", "trainer.limit_val_batches=1",
+                      "trainer.check_val_every_n_epoch=null", "data.tasks.queries=2", "data.tasks.shots=2",
+                      "trainer.enable_progress_bar=false"],
+        "systems": {
+            "baseline": {"config": ["conf/learner/multispeaker.yaml"],
+                         "overrides": ["trainer.max_steps=3", "data.batch_size=4", "trainer.val_check_interval=3"]},
+            "maml": {"config": ["conf/learner/maml.yaml"], "init_from": "baseline",
+                     "overrides": [f"trainer.max_steps={maml_steps}", "learner.inner_steps=1", "data.tasks.tasks_per_batch=2",
+                                   "trainer.val_check_interval=1000"]},
+        },
+        "tune": {"lrs": [0.01], "shots": 2, "steps": 1},
+        "evaluate": {"shots": [2], "steps": [0, 1], "samples": 1},
+    }
+    path = tmp / "tiny.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_overrides_go_to_the_experiment_or_to_every_run() -> None:
+    experiment = load_experiment([], ["out=/x/y", "tune.lrs=[0.1]", "data.root=/corpus", "trainer.max_steps=7"])
+    assert experiment.out == "/x/y" and experiment.tune.lrs == [0.1]
+    assert experiment.overrides[-2:] == ["data.root=/corpus", "trainer.max_steps=7"]
+    assert list(experiment.systems)[0] == "baseline"  # the default file; the reference of the differences
+    assert load_experiment([DEFAULT_EXPERIMENT]).systems.keys() == experiment.systems.keys()
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["systems.maml.init_from=maml_scratch"], "systems.maml.init_from='maml_scratch' is not a system listed before 'maml'"),
+    (["tune.metric=loudness"], "tune.metric must be one of"),
+    (["tune.lrs=[0.0]"], "tune needs rates > 0"),
+    (["evaluate.shots=[0]"], "evaluate needs shots >= 1"),
+    (["systems.baseline.confg=[a.yaml]"], "unknown config key 'systems.baseline.confg'"),
+])
+def test_bad_experiments_fail_in_one_line(overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(")):
+        load_experiment([], overrides)
+
+
+def test_no_systems_and_bad_run_keys_fail_before_training(tmp_path: Path, capsys) -> None:
+    empty = tmp_path / "empty.yaml"
+    empty.write_text(f"out: {tmp_path / 'out'}\n")
+    assert main(["experiment", "--config", str(empty)]) == 2
+    assert capsys.readouterr().err.strip().startswith("error: experiment: no systems")
+    assert main(["experiment", f"out={tmp_path / 'out'}", "trainer.max_stepz=3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: unknown config key 'trainer.max_stepz'") and "\n" not in err
+    assert not (tmp_path / "out" / "runs").exists()
+
+
+def test_the_rate_is_chosen_by_the_metrics_direction() -> None:
+    assert choose_rate({"own": 5.0, "0.01": 4.0, "0.03": float("nan")}, "mcd") == "0.01"
+    assert choose_rate({"own": 0.7, "0.01": 0.6}, "speaker_sim") == "own"
+    assert choose_rate({"own": float("nan")}, "mcd") == "own"
+
+
+def _experiment(spec: Path, *overrides: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "lightning_tts", "experiment", "--config", str(spec), "--no-progress",
+                             *overrides], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def test_experiment_resumes_after_a_kill_between_stages(synthetic_root: Path, tmp_path: Path) -> None:
+    spec = tiny_experiment(tmp_path, synthetic_root, maml_steps=1000)
+    out = tmp_path / "out"
+    first = _experiment(spec)
+    deadline = time.time() + 240
+    while not (out / "stages" / "train-baseline.json").is_file():
+        assert first.poll() is None and time.time() < deadline, first.communicate()[0][-3000:]
+        time.sleep(0.2)
+    first.send_signal(signal.SIGTERM)  # the baseline stage is done; MAML is starting or training
+    log = first.communicate(timeout=120)[0]
+    assert first.returncode != 0, log[-3000:]
+    baseline = json.loads((out / "stages" / "train-baseline.json").read_text())
+    checkpoint = Path(baseline["checkpoint"])
+    stamp = checkpoint.stat().st_mtime_ns
+    assert not (out / "stages" / "train-maml.json").exists() and not (out / "report.md").exists()
+
+    # the same command again (MAML's budget cut so the test is short): the baseline is not retrained
+    again = _experiment(spec, "systems.maml.overrides=[trainer.max_steps=2,learner.inner_steps=1,"
+                              "data.tasks.tasks_per_batch=2,trainer.val_check_interval=1000]")
+    log = again.communicate(timeout=600)[0]
+    assert again.returncode == 0, log[-3000:]
+    assert "[1/5] train baseline: done before, skipped" in log and "train baseline: training" not in log
+    assert checkpoint.stat().st_mtime_ns == stamp and file_sha256(checkpoint) == baseline["sha256"]
+    assert f"report: {out / 'report.md'}" in log
+    stages = sorted(p.stem for p in (out / "stages").glob("*.json"))
+    assert stages == ["evaluate", "train-baseline", "train-maml", "tune-lr-0.01", "tune-lr-own"]
+
+    # what the report holds: rates chosen on validation speakers and used on the test speakers
+    choice = json.loads((out / "tune" / "choice.json").read_text())
+    results = json.loads((out / "evaluate" / "results.json").read_text())
+    assert choice["split"] == "val" and set(choice["chosen"]) == {"baseline", "maml"}
+    assert not set(json.loads((out / "tune" / "lr-own" / "results.json").read_text())["speakers"]) & set(results["speakers"])
+    for entry in results["checkpoints"]:
+        chosen = choice["chosen"][entry["system"]]
+        assert entry["adapt_lr"] == (None if chosen == "own" else float(chosen))
+    maml = next(c for c in results["checkpoints"] if c["system"] == "maml")
+    assert maml["training_cost"]["prior_steps"] == 3  # the baseline's steps, counted in MAML's cost
+    assert {d["system"] for d in results["differences"]} == {"maml"}
+    report = (out / "report.md").read_text()
+    assert "| maml | maml | baseline |" in report and "## Choosing the adaptation rate" in report
+
+    # a third run redoes nothing
+    third = _experiment(spec)
+    log = third.communicate(timeout=300)[0]
+    assert third.returncode == 0 and log.count("done before, skipped") == 5, log[-3000:]
