@@ -195,20 +195,21 @@ class Experiment:
     def finish(self, stage: Stage, record: dict[str, Any], started: float) -> dict[str, Any]:
         """Write ``stage``'s record (last, atomically) and report its wall time."""
         record = {**record, "wall_seconds": round(time.time() - started, 1)}
-        stage.record.parent.mkdir(parents=True, exist_ok=True)
         write_json(stage.record, record)
         self.say(f"{stage.name}: done in {record['wall_seconds']:.0f} s")
         return record
 
     # ------------------------------------------------------------------ stages
-    def train(self, name: str, system: SystemConfig, checkpoints: dict[str, Path]) -> Path:
-        """Stage ``train <name>``: fit into ``<out>/runs/<name>`` (resuming its ``last.ckpt`` after a kill)."""
+    def train(self, name: str, system: SystemConfig, checkpoints: dict[str, str]) -> dict[str, Any]:
+        """Stage ``train <name>``: fit into ``<out>/runs/<name>`` (resuming its ``last.ckpt`` after a kill).
+        ``checkpoints``: the earlier systems' checkpoints, for ``init_from``. Returns the stage's record
+        (``checkpoint``, its ``sha256``)."""
         warm = f" (warm start from {system.init_from})" if system.init_from else ""
         stage = self.stage(f"train-{name}", f"train {name}{warm}")
         done = stage.done()
         if done is not None and Path(done["checkpoint"]).is_file():
             self.say(f"{stage.name}: done before, skipped ({done['checkpoint']})")
-            return Path(done["checkpoint"])
+            return done
         run_dir = self.out / "runs" / name
         extra = [f"run_dir={run_dir}"]
         if (run_dir / "checkpoints" / "last.ckpt").is_file():
@@ -222,17 +223,17 @@ class Experiment:
         result = run(self.run_config(system, *extra), "fit", progress=self.progress)
         if result.last_checkpoint is None:
             raise ConfigError(f"systems.{name}: fit wrote no last.ckpt in {run_dir} (is trainer.max_steps > 0?)")
-        self.finish(stage, {"system": name, "checkpoint": str(result.last_checkpoint),
-                            "sha256": file_sha256(result.last_checkpoint), "init_from": system.init_from}, started)
-        return result.last_checkpoint
+        return self.finish(stage, {"system": name, "checkpoint": str(result.last_checkpoint),
+                                   "sha256": file_sha256(result.last_checkpoint), "init_from": system.init_from}, started)
 
-    def tune(self, checkpoints: dict[str, Path]) -> dict[str, Optional[float]]:
-        """Stages ``tune lr=...``: every candidate rate on the validation speakers; returns each
-        system's chosen rate (also in ``<out>/tune/choice.json``)."""
+    def tune(self, trained: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        """Stages ``tune lr=...``: every candidate rate on the validation speakers, for every trained
+        system (name -> its train record). Returns the choice (also ``<out>/tune/choice.json``):
+        every score and each system's chosen label (``chosen_rates`` turns it into rates)."""
         tune = self.experiment.tune
         cfg = self.run_config(None, *([] if tune.metric in ("wer", "cer") else ["fewshot.wer=false"]))
-        names, paths = list(checkpoints), [str(p) for p in checkpoints.values()]
-        hashes = [file_sha256(p) for p in paths]
+        names = list(trained)
+        paths, hashes = [r["checkpoint"] for r in trained.values()], [r["sha256"] for r in trained.values()]
         scores: dict[str, dict[str, float]] = {name: {} for name in names}
         for lr in self.candidates():
             label = "own" if lr is None else f"{lr:g}"
@@ -241,7 +242,6 @@ class Experiment:
             if done is None or done.get("sha256") != hashes:
                 self.say(f"{stage.name}: K={tune.shots}, {tune.steps} steps")
                 started = time.time()
-                (self.out / "tune").mkdir(parents=True, exist_ok=True)
                 results = run_evaluation(cfg, paths, [tune.shots], [tune.steps], self.out / "tune" / f"lr-{label}",
                                          samples=0, split="val", adapt_lrs=[lr] * len(paths), names=names)
                 cells = {r["system"]: r["metrics"][tune.metric]["mean"] for r in results["rows"] if r["shots"] is not None}
@@ -250,26 +250,25 @@ class Experiment:
                 self.say(f"{stage.name}: done before, skipped")
             for name in names:
                 scores[name][label] = done["scores"][name]
-        choice = {name: choose_rate(scores[name], tune.metric) for name in names}
-        write_json(self.out / "tune" / "choice.json", {"metric": tune.metric, "shots": tune.shots, "steps": tune.steps,
-                                                       "split": "val", "scores": scores, "chosen": choice})
-        return {name: None if label == "own" else float(label) for name, label in choice.items()}
+        choice = {"metric": tune.metric, "shots": tune.shots, "steps": tune.steps, "split": "val", "scores": scores,
+                  "chosen": {name: choose_rate(scores[name], tune.metric) for name in names}}
+        write_json(self.out / "tune" / "choice.json", choice)
+        return choice
 
-    def evaluate(self, checkpoints: dict[str, Path], rates: dict[str, Optional[float]]) -> dict[str, Any]:
-        """Stage ``evaluate``: the test grid, every system adapting with its chosen rate."""
+    def evaluate(self, trained: dict[str, dict[str, Any]], rates: dict[str, Optional[float]]) -> dict[str, Any]:
+        """Stage ``evaluate``: the test grid, every trained system adapting with its chosen rate."""
         grid = self.experiment.evaluate
         stage = self.stage("evaluate", "evaluate on the test speakers")
-        paths, out = [str(p) for p in checkpoints.values()], self.out / "evaluate"
-        hashes = [file_sha256(p) for p in paths]
+        paths, hashes = [r["checkpoint"] for r in trained.values()], [r["sha256"] for r in trained.values()]
+        out = self.out / "evaluate"
         done = stage.done()
         if done is not None and done.get("sha256") == hashes and done.get("rates") == list(rates.values()):
             self.say(f"{stage.name}: done before, skipped")
             return read_json(out / "results.json")
         self.say(f"{stage.name}: K={grid.shots}, steps={grid.steps}")
         started = time.time()
-        out.parent.mkdir(parents=True, exist_ok=True)
         results = run_evaluation(self.run_config(), paths, grid.shots, grid.steps, out, samples=grid.samples,
-                                 adapt_lrs=list(rates.values()), names=list(checkpoints))
+                                 adapt_lrs=list(rates.values()), names=list(trained))
         self.finish(stage, {"checkpoints": paths, "sha256": hashes, "rates": list(rates.values())}, started)
         return results
 
@@ -277,14 +276,15 @@ class Experiment:
         """Every stage in order; returns the path of ``report.md``."""
         for name, system in self.experiment.systems.items():
             self.run_config(system)  # a bad key in any system fails now, before hours of training
-        self.out.mkdir(parents=True, exist_ok=True)
-        checkpoints: dict[str, Path] = {}
+        for folder in ("stages", "tune"):
+            (self.out / folder).mkdir(parents=True, exist_ok=True)
+        trained: dict[str, dict[str, Any]] = {}
         for name, system in self.experiment.systems.items():
-            checkpoints[name] = self.train(name, system, checkpoints)
-        rates = self.tune(checkpoints)
-        results = self.evaluate(checkpoints, rates)
+            trained[name] = self.train(name, system, {n: r["checkpoint"] for n, r in trained.items()})
+        choice = self.tune(trained)
+        results = self.evaluate(trained, chosen_rates(choice))
         report = self.out / "report.md"
-        write_text(report, experiment_markdown(self.experiment, results, read_json(self.out / "tune" / "choice.json")))
+        write_text(report, experiment_markdown(self.experiment, results, choice))
         write_text(self.out / "experiment.yaml", OmegaConf.to_yaml(OmegaConf.structured(self.experiment)))
         return report
 
@@ -296,6 +296,11 @@ def choose_rate(scores: dict[str, float], metric: str) -> str:
         return "own"
     pick = min if LOWER_IS_BETTER[metric] else max
     return pick(finite, key=finite.__getitem__)
+
+
+def chosen_rates(choice: dict[str, Any]) -> dict[str, Optional[float]]:
+    """System -> adaptation rate of a tuning choice ('own' -> None: the learner's own rate)."""
+    return {name: None if label == "own" else float(label) for name, label in choice["chosen"].items()}
 
 
 def experiment_markdown(experiment: ExperimentConfig, results: dict[str, Any], tuning: dict[str, Any]) -> str:
