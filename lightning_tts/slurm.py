@@ -7,8 +7,9 @@ prints an sbatch script whose ``srun`` line repeats the config files and overrid
 ``srun`` task per device. Lightning's ``SLURMEnvironment`` reads the ranks from SLURM's variables;
 no launcher of ours is involved.
 
-Requeue: the script asks SLURM for ``SIGUSR1`` ``--grace`` seconds before the time limit. Lightning
-then saves ``hpc_ckpt_<N>.ckpt`` in the run directory and calls ``scontrol requeue $SLURM_JOB_ID``. A
+Requeue: the script asks SLURM for ``SIGUSR1`` ``--grace`` seconds before the time limit. At the end
+of the step in progress every rank saves its part of ``hpc_ckpt_<N>.ckpt`` in the run directory, rank 0
+calls ``scontrol requeue $SLURM_JOB_ID`` and the tasks stop (``callbacks.signals.SignalCheckpoint``). A
 requeued job keeps its job id, so ``fit`` picks the same run directory (``slurm_<job id>``) and
 Lightning resumes from the newest ``hpc_ckpt``.
 """
@@ -96,7 +97,7 @@ def sbatch_script(job: SlurmJob, fit_args: list[str], workdir: Path, log_dir: Pa
     lines += [
         "",
         "# Written by `python -m lightning_tts slurm`. One srun task per device; Lightning's SLURMEnvironment",
-        "# reads the ranks. On SIGUSR1 (the --signal above) Lightning saves hpc_ckpt_<N>.ckpt in the run",
+        "# reads the ranks. On SIGUSR1 (the --signal above) the tasks save hpc_ckpt_<N>.ckpt in the run",
         "# directory and requeues this job; the requeued job (same SLURM_JOB_ID, same run directory) resumes.",
         "set -euo pipefail",
         f"cd {shlex.quote(str(workdir))}",

@@ -344,7 +344,7 @@ def _fit(trainer: pl.Trainer, learner: BaseLearner, dm: pl.LightningDataModule, 
         TrainingInterrupted: a signal stopped training (after saving its step, if it had trained one).
     """
     stop = next(cb for cb in trainer.callbacks if isinstance(cb, SignalCheckpoint))
-    with stop.armed():
+    with stop.armed(trainer):
         try:
             trainer.fit(learner, datamodule=dm, ckpt_path=resume)
         except SIGTERMException as err:  # Lightning's handler saw SIGTERM before training started

@@ -1,5 +1,5 @@
-"""``slurm`` writes a runnable sbatch script; under a (fake) SLURM, SIGUSR1 checkpoints and requeues
-through Lightning's handler, and the requeued job resumes in the same run directory."""
+"""``slurm`` writes a runnable sbatch script; under a (fake) SLURM, SIGUSR1 checkpoints, requeues and
+stops at the end of a step agreed by every rank, and the requeued job resumes in the same run directory."""
 from __future__ import annotations
 
 import os
@@ -45,8 +45,8 @@ def _launch(args: list[str], env: dict[str, str], ranks: int) -> list[subprocess
 
 
 def test_sigusr1_checkpoints_requeues_and_the_requeued_job_resumes(tmp_path: Path, synthetic_root: Path) -> None:
-    """Two tasks started by hand with SLURM's variables and a fake scontrol: SIGUSR1 to both -> an
-    hpc checkpoint and ``scontrol requeue <job id>``; the relaunched job resumes at the saved step."""
+    """Two tasks started by hand with SLURM's variables and a fake scontrol: SIGUSR1 to both, half a
+    second apart -> one hpc checkpoint, one ``scontrol requeue <job id>``, both tasks exit 138; the relaunched job resumes at the saved step."""
     fake_bin = tmp_path / "bin"
     fake_bin.mkdir()
     calls = tmp_path / "scontrol.log"
@@ -70,17 +70,18 @@ def test_sigusr1_checkpoints_requeues_and_the_requeued_job_resumes(tmp_path: Pat
     while time.time() < deadline and not metrics.is_file():  # the loggers are set up: training has started
         time.sleep(0.5)
         assert all(p.poll() is None for p in procs), procs[0].communicate()[0][-3000:]
-    time.sleep(3.0)  # a few steps (max_steps is out of reach, so the job is still training when the signal comes)
-    for p in procs:
-        p.send_signal(signal.SIGUSR1)  # SLURM sends it to every task --grace seconds before the limit
-    deadline = time.time() + 120
-    while time.time() < deadline and not (calls.is_file() and list(run_dir.glob("hpc_ckpt_*.ckpt"))):
-        time.sleep(0.2)
-    time.sleep(1.0)
-    for p in procs:
-        p.kill()  # SLURM ends the allocation after the requeue
-    output = procs[0].communicate()[0]
-    procs[1].communicate()
+    time.sleep(1.0)  # a few steps (max_steps is out of reach, so the job is still training when the signal comes)
+    procs[0].send_signal(signal.SIGUSR1)  # SLURM signals every task; one alone must be enough (the ranks agree)
+    time.sleep(0.5)
+    procs[1].send_signal(signal.SIGUSR1)
+    try:  # the tasks save, requeue and stop by themselves, at the same step
+        outputs = [p.communicate(timeout=180)[0] for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    output = outputs[0]
+    assert [p.returncode for p in procs] == [128 + signal.SIGUSR1] * 2, output[-3000:]
+    assert "requeued SLURM job 4242" in output, output[-3000:]
     assert calls.read_text().split() == ["requeue", "4242"], output[-3000:]
     hpc = list(run_dir.glob("hpc_ckpt_*.ckpt"))
     assert len(hpc) == 1, output[-3000:]
