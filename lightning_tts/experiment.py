@@ -11,14 +11,18 @@ warm-start from an earlier system (``init_from: baseline``: that system's ``last
    ``tune.steps``; each system keeps the rate with the best ``tune.metric`` (``<out>/tune/choice.json``);
 3. ``evaluate``: the test speakers, every system with its chosen rate, into ``<out>/evaluate``
    (``results.json``/``.md``, paired differences against the first system, ``report.html``);
-4. ``<out>/report.md``: systems, training costs, the tuning table and the evaluation tables.
+4. ``<out>/report.md``: systems, training costs, the tuning table, a summary, the room to win
+   (``headroom_markdown``) and the evaluation tables.
 
 Each stage is skipped when its finished output exists (``<out>/stages/<stage>.json``, written last,
 atomically); a killed ``train`` stage resumes from its own ``last.ckpt``. So after a kill the same
-command picks up where it stopped.
+command picks up where it stopped (a killed system resumes under the current config, as ``fit
+ckpt_path=last`` does). A finished system whose run config or warm-start source changed since it was
+trained is not reused silently: the command stops and names what to remove.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import time
@@ -34,7 +38,7 @@ from lightning_tts.errors import ConfigError
 from lightning_tts.evaluation.grid import run_evaluation
 from lightning_tts.evaluation.report import results_markdown
 from lightning_tts.evaluation.scoring import LOWER_IS_BETTER
-from lightning_tts.evaluation.stats import format_cost, format_mean_ci
+from lightning_tts.evaluation.stats import format_cost, format_mean_ci, paired_bootstrap
 from lightning_tts.training import run
 
 log = logging.getLogger("lightning_tts")
@@ -200,31 +204,55 @@ class Experiment:
         return record
 
     # ------------------------------------------------------------------ stages
-    def train(self, name: str, system: SystemConfig, checkpoints: dict[str, str]) -> dict[str, Any]:
+    def train(self, name: str, system: SystemConfig, sources: dict[str, dict[str, Any]]) -> dict[str, Any]:
         """Stage ``train <name>``: fit into ``<out>/runs/<name>`` (resuming its ``last.ckpt`` after a kill).
-        ``checkpoints``: the earlier systems' checkpoints, for ``init_from``. Returns the stage's record
-        (``checkpoint``, its ``sha256``)."""
+        ``sources``: the earlier systems' train records, for ``init_from``. Returns the stage's record
+        (``checkpoint``, its ``sha256``, ``config_sha256`` = ``fingerprint``).
+
+        Raises:
+            ConfigError: the system was trained under another run config or warm start.
+        """
         warm = f" (warm start from {system.init_from})" if system.init_from else ""
         stage = self.stage(f"train-{name}", f"train {name}{warm}")
+        run_dir = self.out / "runs" / name
+        fingerprint = self.fingerprint(system, sources)
         done = stage.done()
         if done is not None and Path(done["checkpoint"]).is_file():
+            self.check_unchanged(name, done.get("config_sha256"), fingerprint, [run_dir, stage.record])
             self.say(f"{stage.name}: done before, skipped ({done['checkpoint']})")
             return done
-        run_dir = self.out / "runs" / name
         extra = [f"run_dir={run_dir}"]
-        if (run_dir / "checkpoints" / "last.ckpt").is_file():
+        if (run_dir / "checkpoints" / "last.ckpt").is_file():  # as ``fit ckpt_path=last``: the current config
             extra.append("ckpt_path=last")
             self.say(f"{stage.name}: resuming {run_dir / 'checkpoints' / 'last.ckpt'}")
         else:
             self.say(f"{stage.name}: training into {run_dir}")
         if system.init_from:
-            extra.append(f"init_from={checkpoints[system.init_from]}")
+            extra.append(f"init_from={sources[system.init_from]['checkpoint']}")
         started = time.time()
         result = run(self.run_config(system, *extra), "fit", progress=self.progress)
         if result.last_checkpoint is None:
             raise ConfigError(f"systems.{name}: fit wrote no last.ckpt in {run_dir} (is trainer.max_steps > 0?)")
         return self.finish(stage, {"system": name, "checkpoint": str(result.last_checkpoint),
-                                   "sha256": file_sha256(result.last_checkpoint), "init_from": system.init_from}, started)
+                                   "sha256": file_sha256(result.last_checkpoint), "init_from": system.init_from,
+                                   "config_sha256": fingerprint}, started)
+
+    def fingerprint(self, system: SystemConfig, sources: dict[str, dict[str, Any]]) -> str:
+        """SHA-256 of what a system's training depends on: its resolved run config and the checkpoint
+        it warm-starts from (that system's recorded SHA-256)."""
+        source = sources[system.init_from]["sha256"] if system.init_from else ""
+        text = OmegaConf.to_yaml(self.run_config(system)) + f"init_from: {source}\n"
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    @staticmethod
+    def check_unchanged(name: str, recorded: Optional[str], fingerprint: str, remove: list[Path]) -> None:
+        """Refuse to reuse a system trained under another config (or from another warm start):
+        nothing is deleted; the message names what to remove to retrain it. ``recorded`` None: a
+        record from before fingerprints, taken as it is."""
+        if recorded is not None and recorded != fingerprint:
+            paths = " and ".join(str(p) for p in remove)
+            raise ConfigError(f"systems.{name} changed (its run config or its warm start) since it was trained: "
+                              f"remove {paths} to retrain it, or set another out=")
 
     def tune(self, trained: dict[str, dict[str, Any]]) -> dict[str, Any]:
         """Stages ``tune lr=...``: every candidate rate on the validation speakers, for every trained
@@ -280,7 +308,7 @@ class Experiment:
             (self.out / folder).mkdir(parents=True, exist_ok=True)
         trained: dict[str, dict[str, Any]] = {}
         for name, system in self.experiment.systems.items():
-            trained[name] = self.train(name, system, {n: r["checkpoint"] for n, r in trained.items()})
+            trained[name] = self.train(name, system, trained)
         choice = self.tune(trained)
         results = self.evaluate(trained, chosen_rates(choice))
         report = self.out / "report.md"
@@ -321,7 +349,33 @@ def experiment_markdown(experiment: ExperimentConfig, results: dict[str, Any], t
               "| system | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
     for name, row in tuning["scores"].items():
         lines.append(f"| {name} | " + " | ".join(f"{row[label]:.3f}" for label in labels) + " |")
-    lines += ["", summary_markdown(results), "", results_markdown(results), "Listening page: evaluate/report.html", ""]
+    lines += ["", summary_markdown(results), "", headroom_markdown(results), "", results_markdown(results),
+              "Listening page: evaluate/report.html", ""]
+    return "\n".join(lines)
+
+
+def headroom_markdown(results: dict[str, Any], seed: int = 0) -> str:
+    """How much a faster learner could win by: for the reference system (the first), at each K, the
+    paired difference between its most-steps cell and each cell with fewer steps (speaker-clustered
+    bootstrap 95 % CI). A learner that reached the reference's most-steps quality in fewer steps
+    would beat the reference there by about this much; every summary metric that has values."""
+    grid = [r for r in results["rows"] if r["shots"] is not None]
+    reference = grid[0]["system"]
+    metrics = [m for m in SUMMARY_METRICS if m in results["metrics"]]
+    clusters = [speaker for speaker, sets in results["speakers"].items() for _ in sets["query"]]
+    most = max(r["steps"] for r in grid)
+    lines = [f"## Room to win: {reference} at {most} steps minus {reference} at fewer steps (test speakers, paired, "
+             f"speaker-clustered bootstrap 95 % CI)", "",
+             "| K | steps | " + " | ".join(metrics) + " |", "|---|---|" + "---|" * len(metrics)]
+    cells = {(r["shots"], r["steps"]): r for r in grid if r["system"] == reference}
+    for (shots, steps), row in cells.items():
+        if steps == most:
+            continue
+        best = cells[(shots, most)]
+        diffs = [paired_bootstrap(row["metrics"][m]["values"], best["metrics"][m]["values"], clusters, seed=seed)
+                 for m in metrics]
+        lines.append(f"| {shots} | {steps} | " + " | ".join(
+            f"{d['mean']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]" for d in diffs) + " |")
     return "\n".join(lines)
 
 

@@ -18,7 +18,7 @@ import yaml
 from lightning_tts.atomic import file_sha256
 from lightning_tts.cli import main
 from lightning_tts.errors import ConfigError
-from lightning_tts.experiment import DEFAULT_EXPERIMENT, choose_rate, load_experiment
+from lightning_tts.experiment import DEFAULT_EXPERIMENT, choose_rate, headroom_markdown, load_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -106,8 +106,9 @@ def test_experiment_resumes_after_a_kill_between_stages(synthetic_root: Path, tm
     assert not (out / "stages" / "train-maml.json").exists() and not (out / "report.md").exists()
 
     # the same command again (MAML's budget cut so the test is short): the baseline is not retrained
-    again = _experiment(spec, "systems.maml.overrides=[trainer.max_steps=2,learner.inner_steps=1,"
-                              "data.tasks.tasks_per_batch=2,trainer.val_check_interval=1000]")
+    maml_budget = ["systems.maml.overrides=[trainer.max_steps=2,learner.inner_steps=1,data.tasks.tasks_per_batch=2,"
+            "trainer.val_check_interval=1000]"]
+    again = _experiment(spec, *maml_budget)
     log = again.communicate(timeout=600)[0]
     assert again.returncode == 0, log[-3000:]
     assert "[1/5] train baseline: done before, skipped" in log and "train baseline: training" not in log
@@ -131,6 +132,30 @@ def test_experiment_resumes_after_a_kill_between_stages(synthetic_root: Path, tm
     assert "| maml | maml | baseline |" in report and "## Choosing the adaptation rate" in report
 
     # a third run redoes nothing
-    third = _experiment(spec)
+    third = _experiment(spec, *maml_budget)
     log = third.communicate(timeout=300)[0]
     assert third.returncode == 0 and log.count("done before, skipped") == 5, log[-3000:]
+
+    # a system trained under another config is not reused silently: one line naming what to remove, nothing deleted
+    changed = _experiment(spec)  # MAML's budget as the file says, not as it was trained
+    log = changed.communicate(timeout=300)[0]
+    assert changed.returncode != 0 and log.splitlines()[-1] == (
+        f"error: systems.maml changed (its run config or its warm start) since it was trained: remove "
+        f"{out / 'runs' / 'maml'} and {out / 'stages' / 'train-maml.json'} to retrain it, or set another out="), log[-3000:]
+    assert (out / "stages" / "train-maml.json").is_file() and (out / "report.md").is_file()
+
+
+def test_room_to_win_is_the_reference_against_its_own_most_steps_cell() -> None:
+    """Paired by query, clustered by speaker; only the first system; every cell with fewer steps."""
+    def row(system: str, steps: int, mcd: list[float]) -> dict:
+        return {"system": system, "shots": 5, "steps": steps, "metrics": {"mcd": {"values": mcd}}}
+
+    results = {"metrics": {"mcd": {}}, "speakers": {"s1": {"query": ["a", "b"]}, "s2": {"query": ["c", "d"]}},
+               "rows": [{"system": "ground truth", "shots": None, "steps": None, "metrics": {}},
+                        row("base", 0, [6.0, 6.0, 7.0, 9.0]), row("base", 5, [5.0, 5.0, 6.0, 6.0]),
+                        row("base", 20, [4.0, 4.0, 5.0, 5.0]), row("other", 0, [1.0, 1.0, 1.0, 1.0])]}
+    table = headroom_markdown(results).splitlines()
+    assert table[0].startswith("## Room to win: base at 20 steps minus base at fewer steps")
+    assert table[2] == "| K | steps | mcd |"
+    # steps 0: s1 differs by -2 on both queries, s2 by -2 and -4: mean -2.5; resampling speakers gives -2 or -3 at the ends
+    assert table[4:] == ["| 5 | 0 | -2.500 [-3.000, -2.000] |", "| 5 | 5 | -1.000 [-1.000, -1.000] |"]

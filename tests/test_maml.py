@@ -7,6 +7,7 @@ import torch
 from torch.func import functional_call
 
 from lightning_tts.data.tasks import Task, UtteranceBatch
+from lightning_tts.errors import LightningTTSError
 from lightning_tts.learners.maml import MAMLLearner
 from lightning_tts.text import SYMBOLS
 
@@ -41,17 +42,22 @@ def tiny_batch(n: int, seed: int) -> UtteranceBatch:
 TASK = Task("x", tiny_batch(3, 1), tiny_batch(2, 2))
 
 
+ENCODER_START = {"speaker_start": "encoder", "encoder": {"channels": 6, "layers": 1, "dim": 5, "window": 8}}
+
+
 def meta_gradient(learner: MAMLLearner, first_order: bool) -> dict[str, torch.Tensor]:
     learner.zero_grad()
     learner.meta_losses(TASK, first_order=first_order)["loss"].backward()
-    return {n: p.grad.clone() for n, p in learner.named_parameters()}
+    return {n: p.grad.clone() for n, p in learner.named_parameters() if p.requires_grad}
 
 
-@pytest.mark.parametrize("backend", ["higher", "func"])
-def test_second_order_meta_gradient_matches_finite_differences(backend: str) -> None:
-    learner = tiny_learner(backend=backend)
+@pytest.mark.parametrize("options", [{"backend": "higher"}, {"backend": "func"}, ENCODER_START,
+                                     {"inner_lr_shape": "element"}],
+                         ids=["higher", "func", "func-encoder-start", "func-element-rates"])
+def test_second_order_meta_gradient_matches_finite_differences(options: dict) -> None:
+    learner = tiny_learner(**options)
     grads = meta_gradient(learner, first_order=False)
-    params = dict(learner.named_parameters())
+    params = {n: p for n, p in learner.named_parameters() if p.requires_grad}
     g = torch.Generator().manual_seed(5)
     for _ in range(3):  # random directions over every meta-parameter
         direction = {n: torch.randn(p.shape, generator=g, dtype=p.dtype) for n, p in params.items()}
@@ -77,6 +83,33 @@ def test_backends_agree_and_every_meta_parameter_gets_gradient() -> None:
         for name in a:
             assert torch.allclose(a[name], b[name], rtol=1e-9, atol=1e-12), name
             assert a[name].abs().sum() > 0, f"no meta-gradient reaches {name}"
+
+
+@pytest.mark.parametrize("first_order", [False, True])
+def test_the_encoder_start_depends_on_the_support_set_and_is_meta_trained(first_order: bool) -> None:
+    """``speaker_start=encoder``: each voice starts from its own zero-shot estimate; the meta-gradient
+    reaches the encoder and the projection (through the inner steps), and not the unused initial vector."""
+    learner = tiny_learner(**ENCODER_START)
+    starts = [learner.adapt(tiny_batch(3, seed), steps=0).speaker for seed in (1, 7)]
+    assert not torch.allclose(starts[0], starts[1])
+    grads = meta_gradient(learner, first_order)
+    assert "speaker_init" not in grads
+    for prefix in ("encoder.", "speaker_proj."):
+        reached = [n for n, g in grads.items() if n.startswith(prefix) and g.abs().sum() > 0]
+        assert reached, f"no meta-gradient reaches {prefix}*"
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"speaker_start": "table"}, "learner.speaker_start must be one of ('learned', 'encoder'), got 'table'"),
+    ({"speaker_start": "encoder", "backend": "higher"}, "learner.speaker_start=encoder needs learner.backend=func"),
+    ({"inner_lr_shape": "row"}, "learner.inner_lr_shape must be one of ('tensor', 'element'), got 'row'"),
+    ({"inner_lr_shape": "element", "learn_inner_lr": False},
+     "learner.inner_lr_shape=element needs learner.backend=func and learner.learn_inner_lr=true"),
+])
+def test_a_bad_speaker_start_fails_in_one_line(options: dict, message: str) -> None:
+    with pytest.raises(LightningTTSError) as err:
+        tiny_learner(**options)
+    assert str(err.value) == message
 
 
 def test_second_order_differs_from_first_order() -> None:
@@ -143,6 +176,17 @@ def test_learned_rates_train_and_fixed_rates_do_not() -> None:
     assert "inner_lrs" not in dict(fixed.named_parameters())
     assert fixed.inner_lrs.shape == (2, len(fixed.adapted_names)) == (2, 19)  # speaker + 16 decoder + 2 mel_out
     fixed.meta_losses(TASK)["loss"].backward()
+
+
+def test_element_rates_have_the_adapted_shapes_and_train_per_element() -> None:
+    """Meta-SGD: one rate per adapted element and inner step; the meta-gradient differs across the
+    elements of one tensor (a per-tensor rate would give them one value)."""
+    learner = tiny_learner(inner_lr_shape="element")
+    named = dict(learner.net().named_parameters())
+    assert [tuple(r.shape) for r in learner.element_lrs] == [(2, *named[n].shape) for n in learner.adapted_names]
+    learner.meta_losses(TASK)["loss"].backward()
+    grad = learner.element_lrs[0].grad  # (inner_steps, speaker_dim): the speaker vector's rates
+    assert grad.abs().sum() > 0 and float(grad[0].std()) > 0
 
 
 def test_adaptation_reuses_the_last_rates_past_inner_steps() -> None:

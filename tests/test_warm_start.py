@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 from conftest import small_learner_overrides
 from lightning_tts.atomic import file_sha256
 from lightning_tts.config import load_config
+from lightning_tts.data.tasks import UtteranceBatch
 from lightning_tts.errors import ConfigError, LightningTTSError
 from lightning_tts.learners import WarmStartConfig, build_learner, warm_start
 from lightning_tts.learners.base import OptimConfig
@@ -130,6 +131,7 @@ def _learner(*overrides: str, name: str = "maml"):
     ("metric", "metric", ("learner.encoder.channels=32",), ["model", "speaker_proj", "ge2e"]),  # encoder: other sizes
     ("mann", "mann", (), ["model", "memory", "writer", "key_proj", "read_proj", "speaker_key", "speaker_out"]),
     ("metric", "mann", (), ["model"]),
+    ("metric", "maml", ("learner.speaker_start=encoder",), ["model", "encoder", "speaker_proj"]),
 ])
 def test_what_maps_between_learners(source_name: str, target_name: str, overrides: tuple[str, ...],
                                     copied: list[str]) -> None:
@@ -138,6 +140,20 @@ def test_what_maps_between_learners(source_name: str, target_name: str, override
     theirs = source.state_dict()
     assert all(torch.equal(v, theirs[k]) for k, v in target.state_dict().items()
                if any(k == c or k.startswith(f"{c}.") for c in copied))
+
+
+def test_maml_from_a_metric_run_starts_at_its_zero_shot_voice() -> None:
+    """``speaker_start=encoder`` warm-started from a metric run: before any meta-training or inner
+    step, the start for a support set is exactly the metric learner's zero-shot voice for it."""
+    source, target = _learner(name="metric").eval(), _learner("learner.speaker_start=encoder")
+    target.warm_start_from(source, "init_from x")
+    g = torch.Generator().manual_seed(3)
+    n_mels = source.feature_params.n_mels
+    support = UtteranceBatch(tokens=torch.randint(2, 40, (3, 6), generator=g), token_lengths=torch.tensor([6, 6, 5]),
+                             mels=torch.randn(3, 40, n_mels, generator=g) - 4, mel_lengths=torch.tensor([40, 33, 21]),
+                             speaker_ids=torch.full((3,), -1), speakers=["x"] * 3, utterance_ids=["u0", "u1", "u2"])
+    expected = source.adapt_start(support).speaker
+    assert torch.allclose(target.adapt(support, steps=0).speaker, expected, atol=1e-6)
 
 
 @pytest.mark.parametrize("override, needle", [

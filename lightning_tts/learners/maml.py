@@ -3,12 +3,19 @@ few gradient steps.
 
 Model-Agnostic Meta-Learning (Finn et al., 2017) with first-order MAML as an option, per-tensor,
 per-step learnable inner rates (Meta-SGD, Li et al., 2017; MAML++, Antoniou et al., 2019), and a
-configurable adapted subset (the learned initial speaker vector is always adapted; by default the
-decoder and output layer too; cf. Meta-TTS, Huang et al., 2022).
+configurable adapted subset (the speaker vector is always adapted; by default the decoder and output
+layer too; cf. Meta-TTS, Huang et al., 2022).
+
+Where adaptation starts (``speaker_start``): ``learned``, one learned initial speaker vector for every
+voice (the mean voice); or ``encoder``, a zero-shot estimate of the voice from its support set — a
+speaker encoder's centroid embedding through a linear projection (the metric learner's ``encoder`` and
+``speaker_proj``, so ``init_from`` a metric run brings both) — which the inner loop then refines.
+Encoder and projection are meta-trained with the rest (the meta-gradient reaches the start through
+the inner steps).
 
 For each task of an episodic batch, the inner loop takes ``inner_steps`` SGD steps on the support
 mel loss; the query loss under the adapted weights, averaged over tasks, is the meta-loss that the
-outer optimiser minimises. Unseen speakers start from the learned initial speaker vector.
+outer optimiser minimises.
 
 Two inner-loop backends compute the same meta-gradient (tested against each other and against finite
 differences): ``higher`` (``innerloop_ctx``, which differentiates through every parameter) and
@@ -36,8 +43,11 @@ from lightning_tts.learners import register_learner
 from lightning_tts.learners.base import AdaptedState, BaseLearner, LearnerConfig, ValidationExample
 from lightning_tts.models.acoustic import AcousticModel, AcousticOutput
 from lightning_tts.models.losses import masked_l1
+from lightning_tts.models.speaker_encoder import SpeakerEncoder, SpeakerEncoderConfig
 
 BACKENDS = ("higher", "func")
+SPEAKER_STARTS = ("learned", "encoder")
+LR_SHAPES = ("tensor", "element")
 
 
 @dataclass
@@ -48,12 +58,18 @@ class MAMLConfig(LearnerConfig):
         inner_steps: inner SGD steps during meta-training.
         inner_lr: initial (or fixed) inner learning rate.
         first_order: drop second-order terms (FOMAML).
-        learn_inner_lr: learn one rate per adapted tensor and inner step (Meta-SGD / MAML++).
+        learn_inner_lr: learn the inner rates (MAML++; else they stay ``inner_lr``).
+        inner_lr_shape: ``tensor`` (one rate per adapted tensor and inner step, MAML++) or ``element``
+            (one per adapted element and inner step, Meta-SGD; ``func`` backend, learned rates).
         backend: ``func`` or ``higher`` (same meta-gradient).
         adapt_steps: inner steps when adapting after training (validation, ``adapt``); steps past
             ``inner_steps`` reuse the last learned rates.
         adapt_lr: a fixed rate for adaptation instead of the learned ones (None: the learned ones).
         adapt_params: fnmatch patterns of model parameters adapted besides the speaker vector.
+        speaker_start: ``learned`` (one learned initial speaker vector) or ``encoder`` (a zero-shot
+            estimate from the support set; see the module docstring; ``func`` backend only).
+        encoder: ``SpeakerEncoder`` sizes for ``speaker_start=encoder`` (those of the metric run that
+            ``init_from`` names).
     """
 
     name: str = "maml"
@@ -64,7 +80,10 @@ class MAMLConfig(LearnerConfig):
     inner_lr: float = 0.05
     first_order: bool = False
     learn_inner_lr: bool = True
+    inner_lr_shape: str = "tensor"
     backend: str = "func"
+    speaker_start: str = "learned"
+    encoder: SpeakerEncoderConfig = field(default_factory=SpeakerEncoderConfig)
 
 
 def check_precision(precision: str) -> None:
@@ -112,7 +131,7 @@ class MAMLLearner(BaseLearner):
     name = "maml"
     batches = TaskBatches()
     Config = MAMLConfig
-    warm_start_modules = ("speaker_init",)
+    warm_start_modules = ("speaker_init", "encoder", "speaker_proj")
     initial_speaker_name = "speaker_init"
 
     def __init__(self, **sections: Any) -> None:
@@ -124,10 +143,29 @@ class MAMLLearner(BaseLearner):
             raise LightningTTSError(f"learner.backend must be one of {BACKENDS}, got {backend!r}")
         if inner_steps < 1:
             raise LightningTTSError(f"learner.inner_steps must be >= 1, got {inner_steps}")
+        if c.speaker_start not in SPEAKER_STARTS:
+            raise LightningTTSError(f"learner.speaker_start must be one of {SPEAKER_STARTS}, got {c.speaker_start!r}")
+        if c.speaker_start == "encoder" and backend != "func":
+            raise LightningTTSError("learner.speaker_start=encoder needs learner.backend=func")
+        if c.inner_lr_shape not in LR_SHAPES:
+            raise LightningTTSError(f"learner.inner_lr_shape must be one of {LR_SHAPES}, got {c.inner_lr_shape!r}")
+        if c.inner_lr_shape == "element" and (backend != "func" or not c.learn_inner_lr):
+            raise LightningTTSError("learner.inner_lr_shape=element needs learner.backend=func and learner.learn_inner_lr=true")
         self.inner_steps, self.first_order, self.backend = inner_steps, c.first_order, backend
         self.fixed_adapt_lr = c.adapt_lr
         self.speaker_init = nn.Parameter(0.1 * torch.randn(self.model.speaker_dim))
+        self.encoder: Optional[SpeakerEncoder] = None
+        if c.speaker_start == "encoder":
+            self.encoder = SpeakerEncoder(self.feature_params.n_mels, c.encoder)
+            self.speaker_proj = nn.Linear(self.encoder.dim, self.model.speaker_dim)
+            self.speaker_init.requires_grad_(False)  # unused: the start comes from the encoder
         self.adapted_names = ["speaker"] + [f"model.{n}" for n in self.adaptable_parameters()]
+        self.element_lrs: Optional[nn.ParameterList] = None
+        if c.inner_lr_shape == "element":  # (inner_steps, *shape) per adapted tensor, in adapted_names order
+            shapes = [self.speaker_init.shape] + [p.shape for p in self.adaptable_parameters().values()]
+            self.element_lrs = nn.ParameterList([nn.Parameter(torch.full((inner_steps, *shape), float(inner_lr)))
+                                                 for shape in shapes])
+            return
         rates = torch.full((inner_steps, len(self.adapted_names)), float(inner_lr))
         if c.learn_inner_lr:
             self.inner_lrs = nn.Parameter(rates)
@@ -144,9 +182,20 @@ class MAMLLearner(BaseLearner):
         """A view of (acoustic model, initial speaker vector) sharing this learner's parameters."""
         return SpeakerModel(self.model, self.speaker_init)
 
+    def start_speaker(self, support: UtteranceBatch) -> torch.Tensor:
+        """(speaker_dim,) where the inner loop starts for the voice of ``support``: the learned initial
+        vector, or the projected centroid of the support set's speaker embeddings."""
+        if self.encoder is None:
+            return self.speaker_init
+        return self.speaker_proj(self.encoder.centroid(support.mels, support.mel_lengths))
+
     def step_rates(self, step: int) -> list[torch.Tensor]:
-        """Inner learning rate of each adapted tensor at ``step`` (the last row past ``inner_steps``)."""
-        row = self.inner_lrs[min(step, self.inner_steps - 1)]
+        """Inner learning rate of each adapted tensor at ``step`` (the last row past ``inner_steps``): a
+        scalar, or a tensor of its shape for ``inner_lr_shape=element``."""
+        step = min(step, self.inner_steps - 1)
+        if self.element_lrs is not None:
+            return [rates[step] for rates in self.element_lrs]
+        row = self.inner_lrs[step]
         return [row[i] for i in range(len(self.adapted_names))]
 
     def _meta_losses_higher(self, task: Task, steps: int, first_order: bool) -> dict[str, torch.Tensor]:
@@ -187,6 +236,7 @@ class MAMLLearner(BaseLearner):
         net = self.net()
         named = dict(net.named_parameters())
         fast = {n: named[n] for n in self.adapted_names}
+        fast["speaker"] = self.start_speaker(support)
         durations = self.align(support)
         rates = rates or self.step_rates
         for step in range(steps):
@@ -243,8 +293,8 @@ class MAMLLearner(BaseLearner):
         return self.speaker_init
 
     def adapt_start(self, support: UtteranceBatch) -> AdaptedState:
-        """The learned initialisation: the initial speaker vector, no parameter overrides."""
-        return AdaptedState(self.speaker_init)
+        """The meta-learned start for the voice of ``support`` (``start_speaker``), no parameter overrides."""
+        return AdaptedState(self.start_speaker(support))
 
     @torch.enable_grad()
     def adapt(self, support: UtteranceBatch, steps: Optional[int] = None, lr: Optional[float] = None,

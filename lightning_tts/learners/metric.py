@@ -260,7 +260,7 @@ class MetricLearner(BaseLearner):
             raise LightningTTSError("this metric checkpoint is a speaker encoder only (learner.tts_weight=0): "
                                     "it cannot synthesise; use it for embed or fewshot.speaker_encoder")
         with torch.no_grad():
-            centroid = F.normalize(self.embed_utterances(mels, lengths).mean(0), dim=-1)
+            centroid = self.encoder.centroid(mels, lengths)
             return AdaptedState(self.speaker_vectors(centroid[None])[0], extras={"embedding": centroid})
 
     def adapt_start(self, support: UtteranceBatch) -> AdaptedState:

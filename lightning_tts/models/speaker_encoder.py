@@ -124,6 +124,10 @@ class SpeakerEncoder(nn.Module):
         means = torch.stack([chunk.mean(dim=0) for chunk in per_window.split(counts)])
         return F.normalize(means, dim=-1)
 
+    def centroid(self, mels: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """(K, T, n_mels), (K,) reference utterances of one voice -> (dim,) their normalised mean embedding."""
+        return F.normalize(self.embed(mels, lengths).mean(dim=0), dim=-1)
+
     def random_crop(self, mels: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Training crops: a random ``window``-frame span of each utterance longer than ``window``.
 
