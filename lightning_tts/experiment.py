@@ -7,8 +7,9 @@ warm-start from an earlier system (``init_from: baseline``: that system's ``last
 
 1. ``train <system>`` for each system, into ``<out>/runs/<system>``;
 2. ``tune lr=<rate>`` for each candidate rate (``tune.lrs``, plus the learner's own rate): every
-   checkpoint adapts to the *validation* speakers (``evaluate --split val``) at ``tune.shots`` and
-   ``tune.steps``; each system keeps the rate with the best ``tune.metric`` (``<out>/tune/choice.json``);
+   checkpoint adapts to the *validation* speakers (``evaluate --split val``) at ``tune.shots`` and each
+   of ``tune.steps``; each system keeps, per step count, the rate with the best ``tune.metric``
+   (``<out>/tune/choice.json``);
 3. ``evaluate``: the test speakers, every system with its chosen rate, into ``<out>/evaluate``
    (``results.json``/``.md``, paired differences against the first system, ``report.html``);
 4. ``<out>/report.md``: systems, training costs, the tuning table, a summary, the room to win
@@ -69,13 +70,15 @@ class TuneConfig:
     Attributes:
         lrs: candidate rates; the learner's own rate (MAML: its learned rates) is always a candidate.
         shots: support utterances while tuning.
-        steps: adaptation steps while tuning.
+        steps: adaptation step counts while tuning; a rate is chosen for each, and an evaluated step
+            count adapts with the rate chosen at the largest tuned count not above it (the smallest
+            tuned count's rate below them all).
         metric: the criterion (a metric of ``evaluate``; its direction from ``LOWER_IS_BETTER``).
     """
 
     lrs: List[float] = field(default_factory=lambda: [0.003, 0.01, 0.03])
     shots: int = 5
-    steps: int = 5
+    steps: List[int] = field(default_factory=lambda: [5, 20])
     metric: str = "mcd"
 
 
@@ -146,7 +149,7 @@ def check_experiment(experiment: ExperimentConfig) -> None:
     tune, grid = experiment.tune, experiment.evaluate
     if tune.metric not in LOWER_IS_BETTER:
         raise ConfigError(f"tune.metric must be one of {sorted(LOWER_IS_BETTER)}, got {tune.metric!r}")
-    if any(not lr > 0 for lr in tune.lrs) or tune.shots < 1 or tune.steps < 1:
+    if any(not lr > 0 for lr in tune.lrs) or tune.shots < 1 or not tune.steps or min(tune.steps) < 1:
         raise ConfigError(f"tune needs rates > 0, shots >= 1 and steps >= 1, got lrs={tune.lrs} shots={tune.shots} "
                           f"steps={tune.steps}")
     if not grid.shots or min(grid.shots) < 1 or not grid.steps or min(grid.steps) < 0 or grid.samples < 0:
@@ -257,47 +260,56 @@ class Experiment:
     def tune(self, trained: dict[str, dict[str, Any]]) -> dict[str, Any]:
         """Stages ``tune lr=...``: every candidate rate on the validation speakers, for every trained
         system (name -> its train record). Returns the choice (also ``<out>/tune/choice.json``):
-        every score and each system's chosen label (``chosen_rates`` turns it into rates)."""
+        every score (system -> step count -> label -> score; step counts as strings, as in JSON) and each
+        system's chosen label per step count (``chosen_rates`` turns them into rates)."""
         tune = self.experiment.tune
         cfg = self.run_config(None, *([] if tune.metric in ("wer", "cer") else ["fewshot.wer=false"]))
-        names = list(trained)
+        names, counts = list(trained), [str(n) for n in tune.steps]
         paths, hashes = [r["checkpoint"] for r in trained.values()], [r["sha256"] for r in trained.values()]
-        scores: dict[str, dict[str, float]] = {name: {} for name in names}
+        scores: dict[str, dict[str, dict[str, float]]] = {name: {n: {} for n in counts} for name in names}
         for lr in self.candidates():
             label = "own" if lr is None else f"{lr:g}"
             stage = self.stage(f"tune-lr-{label}", f"tune lr={label} on the validation speakers")
             done = stage.done()
-            if done is None or done.get("sha256") != hashes:
-                self.say(f"{stage.name}: K={tune.shots}, {tune.steps} steps")
+            if done is None or done.get("sha256") != hashes or done.get("steps") != list(tune.steps):
+                self.say(f"{stage.name}: K={tune.shots}, steps={list(tune.steps)}")
                 started = time.time()
-                results = run_evaluation(cfg, paths, [tune.shots], [tune.steps], self.out / "tune" / f"lr-{label}",
+                results = run_evaluation(cfg, paths, [tune.shots], tune.steps, self.out / "tune" / f"lr-{label}",
                                          samples=0, split="val", adapt_lrs=[lr] * len(paths), names=names)
-                cells = {r["system"]: r["metrics"][tune.metric]["mean"] for r in results["rows"] if r["shots"] is not None}
-                done = self.finish(stage, {"lr": lr, "checkpoints": paths, "sha256": hashes, "scores": cells}, started)
+                cells: dict[str, dict[str, float]] = {name: {} for name in names}
+                for r in results["rows"]:
+                    if r["shots"] is not None:
+                        cells[r["system"]][str(r["steps"])] = r["metrics"][tune.metric]["mean"]
+                done = self.finish(stage, {"lr": lr, "checkpoints": paths, "sha256": hashes, "steps": list(tune.steps),
+                                           "scores": cells}, started)
             else:
                 self.say(f"{stage.name}: done before, skipped")
             for name in names:
-                scores[name][label] = done["scores"][name]
-        choice = {"metric": tune.metric, "shots": tune.shots, "steps": tune.steps, "split": "val", "scores": scores,
-                  "chosen": {name: choose_rate(scores[name], tune.metric) for name in names}}
+                for n in counts:
+                    scores[name][n][label] = done["scores"][name][n]
+        choice = {"metric": tune.metric, "shots": tune.shots, "steps": list(tune.steps), "split": "val",
+                  "scores": scores,
+                  "chosen": {name: {n: choose_rate(scores[name][n], tune.metric) for n in counts} for name in names}}
         write_json(self.out / "tune" / "choice.json", choice)
         return choice
 
-    def evaluate(self, trained: dict[str, dict[str, Any]], rates: dict[str, Optional[float]]) -> dict[str, Any]:
-        """Stage ``evaluate``: the test grid, every trained system adapting with its chosen rate."""
+    def evaluate(self, trained: dict[str, dict[str, Any]], rates: dict[str, dict[int, Optional[float]]]) -> dict[str, Any]:
+        """Stage ``evaluate``: the test grid, every trained system adapting with its chosen rates
+        (system -> evaluated step count -> rate)."""
         grid = self.experiment.evaluate
         stage = self.stage("evaluate", "evaluate on the test speakers")
         paths, hashes = [r["checkpoint"] for r in trained.values()], [r["sha256"] for r in trained.values()]
         out = self.out / "evaluate"
         done = stage.done()
-        if done is not None and done.get("sha256") == hashes and done.get("rates") == list(rates.values()):
+        recorded = [{str(n): lr for n, lr in per_steps.items()} for per_steps in rates.values()]  # as JSON keeps it
+        if done is not None and done.get("sha256") == hashes and done.get("rates") == recorded:
             self.say(f"{stage.name}: done before, skipped")
             return read_json(out / "results.json")
         self.say(f"{stage.name}: K={grid.shots}, steps={grid.steps}")
         started = time.time()
         results = run_evaluation(self.run_config(), paths, grid.shots, grid.steps, out, samples=grid.samples,
                                  adapt_lrs=list(rates.values()), names=list(trained))
-        self.finish(stage, {"checkpoints": paths, "sha256": hashes, "rates": list(rates.values())}, started)
+        self.finish(stage, {"checkpoints": paths, "sha256": hashes, "rates": recorded}, started)
         return results
 
     def run(self) -> Path:
@@ -310,7 +322,7 @@ class Experiment:
         for name, system in self.experiment.systems.items():
             trained[name] = self.train(name, system, trained)
         choice = self.tune(trained)
-        results = self.evaluate(trained, chosen_rates(choice))
+        results = self.evaluate(trained, chosen_rates(choice, self.experiment.evaluate.steps))
         report = self.out / "report.md"
         write_text(report, experiment_markdown(self.experiment, results, choice))
         write_text(self.out / "experiment.yaml", OmegaConf.to_yaml(OmegaConf.structured(self.experiment)))
@@ -326,9 +338,20 @@ def choose_rate(scores: dict[str, float], metric: str) -> str:
     return pick(finite, key=finite.__getitem__)
 
 
-def chosen_rates(choice: dict[str, Any]) -> dict[str, Optional[float]]:
-    """System -> adaptation rate of a tuning choice ('own' -> None: the learner's own rate)."""
-    return {name: None if label == "own" else float(label) for name, label in choice["chosen"].items()}
+def chosen_rates(choice: dict[str, Any], steps: Sequence[int]) -> dict[str, dict[int, Optional[float]]]:
+    """System -> each of ``steps`` -> the adaptation rate of a tuning choice ('own' -> None: the learner's
+    own rate): the one chosen at the largest tuned step count not above it, or at the smallest tuned
+    count for step counts below them all."""
+    out = {}
+    for name, per_count in choice["chosen"].items():
+        tuned = sorted(int(n) for n in per_count)
+        rates = {}
+        for n in steps:
+            below = [t for t in tuned if t <= n]
+            label = per_count[str(below[-1] if below else tuned[0])]
+            rates[n] = None if label == "own" else float(label)
+        out[name] = rates
+    return out
 
 
 def experiment_markdown(experiment: ExperimentConfig, results: dict[str, Any], tuning: dict[str, Any]) -> str:
@@ -340,15 +363,18 @@ def experiment_markdown(experiment: ExperimentConfig, results: dict[str, Any], t
              "|---|---|---|---|---|"]
     for name, system in experiment.systems.items():
         c = costs[name]
+        chosen = tuning["chosen"][name]
+        shown = next(iter(chosen.values())) if len(chosen) == 1 else ", ".join(f"{n} steps: {v}" for n, v in chosen.items())
         lines.append(f"| {name} | {c['learner']} | {system.init_from or '-'} | {format_cost(c.get('training_cost'))} | "
-                     f"{tuning['chosen'][name]} |")
-    labels = list(next(iter(tuning["scores"].values())))
+                     f"{shown} |")
     arrow = "lower is better" if LOWER_IS_BETTER[tuning["metric"]] else "higher is better"
-    lines += ["", f"## Choosing the adaptation rate: validation speakers, K={tuning['shots']}, {tuning['steps']} steps, "
-                  f"mean {tuning['metric']} ({arrow}); 'own' = the learner's own rate (MAML: its learned rates)", "",
-              "| system | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
-    for name, row in tuning["scores"].items():
-        lines.append(f"| {name} | " + " | ".join(f"{row[label]:.3f}" for label in labels) + " |")
+    for count in tuning["steps"]:
+        labels = list(next(iter(tuning["scores"].values()))[str(count)])
+        lines += ["", f"## Choosing the adaptation rate: validation speakers, K={tuning['shots']}, {count} steps, "
+                      f"mean {tuning['metric']} ({arrow}); 'own' = the learner's own rate (MAML: its learned rates)", "",
+                  "| system | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
+        for name, per_count in tuning["scores"].items():
+            lines.append(f"| {name} | " + " | ".join(f"{per_count[str(count)][label]:.3f}" for label in labels) + " |")
     lines += ["", summary_markdown(results), "", headroom_markdown(results), "", results_markdown(results),
               "Listening page: evaluate/report.html", ""]
     return "\n".join(lines)

@@ -18,7 +18,7 @@ import yaml
 from lightning_tts.atomic import file_sha256
 from lightning_tts.cli import main
 from lightning_tts.errors import ConfigError
-from lightning_tts.experiment import DEFAULT_EXPERIMENT, choose_rate, headroom_markdown, load_experiment
+from lightning_tts.experiment import DEFAULT_EXPERIMENT, choose_rate, chosen_rates, headroom_markdown, load_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,7 +38,7 @@ def tiny_experiment(tmp: Path, corpus: Path, maml_steps: int = 2) -> Path:
                      "overrides": [f"trainer.max_steps={maml_steps}", "learner.inner_steps=1", "data.tasks.tasks_per_batch=2",
                                    "trainer.val_check_interval=1000"]},
         },
-        "tune": {"lrs": [0.01], "shots": 2, "steps": 1},
+        "tune": {"lrs": [0.01], "shots": 2, "steps": [1]},
         "evaluate": {"shots": [2], "steps": [0, 1], "samples": 1},
     }
     path = tmp / "tiny.yaml"
@@ -58,6 +58,8 @@ def test_overrides_go_to_the_experiment_or_to_every_run() -> None:
     (["systems.maml.init_from=maml_scratch"], "systems.maml.init_from='maml_scratch' is not a system listed before 'maml'"),
     (["tune.metric=loudness"], "tune.metric must be one of"),
     (["tune.lrs=[0.0]"], "tune needs rates > 0"),
+    (["tune.steps=[]"], "tune needs rates > 0, shots >= 1 and steps >= 1"),
+    (["tune.steps=[0,5]"], "tune needs rates > 0, shots >= 1 and steps >= 1"),
     (["evaluate.shots=[0]"], "evaluate needs shots >= 1"),
     (["systems.baseline.confg=[a.yaml]"], "unknown config key 'systems.baseline.confg'"),
 ])
@@ -81,6 +83,13 @@ def test_the_rate_is_chosen_by_the_metrics_direction() -> None:
     assert choose_rate({"own": 5.0, "0.01": 4.0, "0.03": float("nan")}, "mcd") == "0.01"
     assert choose_rate({"own": 0.7, "0.01": 0.6}, "speaker_sim") == "own"
     assert choose_rate({"own": float("nan")}, "mcd") == "own"
+
+
+def test_each_evaluated_step_count_takes_the_rate_tuned_at_or_below_it() -> None:
+    choice = {"chosen": {"base": {"5": "0.01", "20": "own"}, "maml": {"5": "own"}}}
+    assert chosen_rates(choice, [0, 5, 10, 20, 40]) == {
+        "base": {0: 0.01, 5: 0.01, 10: 0.01, 20: None, 40: None},  # 0 steps: below every tuned count -> the smallest's
+        "maml": {0: None, 5: None, 10: None, 20: None, 40: None}}
 
 
 def _experiment(spec: Path, *overrides: str) -> subprocess.Popen:
@@ -122,9 +131,9 @@ def test_experiment_resumes_after_a_kill_between_stages(synthetic_root: Path, tm
     results = json.loads((out / "evaluate" / "results.json").read_text())
     assert choice["split"] == "val" and set(choice["chosen"]) == {"baseline", "maml"}
     assert not set(json.loads((out / "tune" / "lr-own" / "results.json").read_text())["speakers"]) & set(results["speakers"])
-    for entry in results["checkpoints"]:
-        chosen = choice["chosen"][entry["system"]]
-        assert entry["adapt_lr"] == (None if chosen == "own" else float(chosen))
+    for entry in results["checkpoints"]:  # tuned at 1 step: every evaluated step count (0, 1) takes that rate
+        chosen = choice["chosen"][entry["system"]]["1"]
+        assert entry["adapt_lr"] == {n: None if chosen == "own" else float(chosen) for n in ("0", "1")}
     maml = next(c for c in results["checkpoints"] if c["system"] == "maml")
     assert maml["training_cost"]["prior_steps"] == 3  # the baseline's steps, counted in MAML's cost
     assert {d["system"] for d in results["differences"]} == {"maml"}

@@ -1,12 +1,16 @@
-"""The speaker-clustered paired bootstrap of system differences, on hand-made cases."""
+"""The speaker-clustered paired bootstrap of system differences, and adaptation rates per step count, on hand-made cases."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from lightning_tts.evaluation.stats import paired_bootstrap
+from lightning_tts.config import load_config
+from lightning_tts.errors import DataError
+from lightning_tts.evaluation.grid import run_evaluation
+from lightning_tts.evaluation.stats import format_rate, paired_bootstrap, rate_at
 
 
 def test_two_speakers_give_the_range_of_their_means() -> None:
@@ -35,3 +39,17 @@ def test_nan_pairs_are_dropped_and_one_speaker_has_no_interval() -> None:
     assert one["mean"] == 1.5 and math.isnan(one["ci_low"]) and math.isnan(one["ci_high"])
     with pytest.raises(ValueError, match="equal lengths"):
         paired_bootstrap([0], [1, 2], ["a", "a"])
+
+
+def test_rates_per_step_count_are_looked_up_and_shown() -> None:
+    per_steps = {0: None, 5: 0.01, 20: 0.003}
+    assert [rate_at(per_steps, n) for n in (0, 5, 20)] == [None, 0.01, 0.003] and rate_at(0.03, 7) == 0.03
+    with pytest.raises(KeyError):
+        rate_at(per_steps, 10)
+    assert format_rate(None) == "of the learner" and format_rate(0.003) == "0.003"
+    assert format_rate({"0": None, "20": 0.03}) == "0 steps: of the learner, 20 steps: 0.03"  # as results.json keeps it
+
+
+def test_a_per_step_count_rate_must_cover_every_step_count(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"a per-step-count adaptation rate needs one rate for each of steps=\[0, 5\]"):
+        run_evaluation(load_config(), ["x.ckpt"], [1], [0, 5], tmp_path / "out", adapt_lrs=[{0: None}])

@@ -20,7 +20,7 @@ kept (``samples.SampleWriter``) for the listening page ``report.html``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
 from omegaconf import DictConfig
@@ -38,7 +38,7 @@ from lightning_tts.evaluation.report import write_report
 from lightning_tts.evaluation.samples import SampleWriter
 from lightning_tts.evaluation.scoring import metric_names, score_pair, similarity_to
 from lightning_tts.evaluation.speaker_sets import SpeakerSet, fixed_speaker_sets, support_batch
-from lightning_tts.evaluation.stats import mean_ci, paired_bootstrap
+from lightning_tts.evaluation.stats import Rate, mean_ci, paired_bootstrap, rate_at
 from lightning_tts.learners import load_learner
 from lightning_tts.learners.base import BaseLearner
 from lightning_tts.models.vocoder import VocoderConfig, build_vocoder
@@ -107,8 +107,9 @@ class Evaluator:
         return rows
 
     def checkpoint_rows(self, system: str, learner: BaseLearner, shots: Sequence[int], steps: Sequence[int],
-                        adapt_lr: Optional[float] = None) -> list[dict[str, Any]]:
-        """One row per (shots, steps) for a learner adapting with ``adapt_lr`` (None: its own rate)."""
+                        adapt_lr: Rate = None) -> list[dict[str, Any]]:
+        """One row per (shots, steps) for a learner adapting with ``adapt_lr`` (None: its own rate; a
+        mapping: one per step count)."""
         extractor = FeatureExtractor(learner.feature_params)
         vocoder = build_vocoder(self.vocoder, learner.feature_params)
         rows = []
@@ -118,7 +119,7 @@ class Evaluator:
             for n_steps in steps:
                 scores = []
                 for speaker_set, support in zip(self.sets, supports):
-                    state = learner.adapt(support, steps=n_steps, lr=adapt_lr)
+                    state = learner.adapt(support, steps=n_steps, lr=rate_at(adapt_lr, n_steps))
                     mels = [learner.synthesize(torch.tensor(learner.text.encode(u.text)), state).cpu()
                             for u in speaker_set.query]  # each (T, n_mels)
                     for utt, wav in zip(speaker_set.query, vocoder.batch(mels)):
@@ -168,11 +169,12 @@ def system_names(checkpoints: Sequence[str], learners: Sequence[BaseLearner]) ->
 def run_evaluation(cfg: DictConfig, checkpoints: Sequence[str], shots: Sequence[int], steps: Sequence[int],
                    out: str | Path, progress: Optional[Callable[[str], None]] = None,
                    device: str | torch.device = "cpu", samples: int = 2, split: str = "test",
-                   adapt_lrs: Optional[Sequence[Optional[float]]] = None,
+                   adapt_lrs: Optional[Sequence[Rate]] = None,
                    names: Optional[Sequence[str]] = None) -> dict[str, Any]:
     """Evaluate checkpoints over the shots x steps grid on the ``split`` speakers (``test``; ``val`` to
     choose adaptation settings without touching the test speakers), checkpoint i adapting with
-    ``adapt_lrs[i]`` (None, or no list: the learner's own rate) and named ``names[i]`` in the
+    ``adapt_lrs[i]`` (None, or no list: the learner's own rate; a mapping: one rate per step count of
+    ``steps``) and named ``names[i]`` in the
     tables (default: ``system_names``); write the
     report files (``report.REPORT_FILES``) into ``out`` (created; its parent must exist), and the audio
     of the first ``samples`` queries per speaker under ``out/samples/`` (0: none). Models
@@ -194,7 +196,10 @@ def run_evaluation(cfg: DictConfig, checkpoints: Sequence[str], shots: Sequence[
     if len(adapt_lrs) != len(checkpoints) or (names is not None and len(names) != len(checkpoints)):
         raise DataError(f"{len(checkpoints)} checkpoints need as many adaptation rates and names, got "
                         f"{len(adapt_lrs)} rates and {len(names) if names is not None else 'default'} names")
-    bad = [lr for lr in adapt_lrs if lr is not None and not lr > 0]
+    if any(isinstance(lr, Mapping) and set(lr) != set(steps) for lr in adapt_lrs):
+        raise DataError(f"a per-step-count adaptation rate needs one rate for each of steps={list(steps)}")
+    every = [r for lr in adapt_lrs for r in (lr.values() if isinstance(lr, Mapping) else [lr])]
+    bad = [lr for lr in every if lr is not None and not lr > 0]
     if bad:
         raise DataError(f"--adapt-lr must be > 0, got {bad[0]}")
     if names is not None and len(set(names)) != len(names):
@@ -230,7 +235,8 @@ def run_evaluation(cfg: DictConfig, checkpoints: Sequence[str], shots: Sequence[
         "speakers": {s.speaker: {"support": [u.utterance_id for u in s.support],
                                  "query": [u.utterance_id for u in s.query]} for s in sets},
         "checkpoints": [{"path": str(Path(c).resolve()), "sha256": file_sha256(c), "learner": l.name, "system": n,
-                         "adapt_lr": lr, "training_cost": l.training_cost}
+                         "adapt_lr": {str(k): v for k, v in lr.items()} if isinstance(lr, Mapping) else lr,
+                         "training_cost": l.training_cost}
                         for c, l, n, lr in zip(checkpoints, learners, names, adapt_lrs)],
         "speaker_encoder": judge_record(judge),
         "metrics": evaluator.metrics, "config": to_container(cfg), "rows": rows, "provenance": provenance(),

@@ -10,7 +10,7 @@ from typing import Any
 from lightning_tts.atomic import write_json, write_text
 from lightning_tts.evaluation.listening import listening_html
 from lightning_tts.evaluation.scoring import LOWER_IS_BETTER, METRICS
-from lightning_tts.evaluation.stats import format_cost, format_mean_ci
+from lightning_tts.evaluation.stats import format_cost, format_mean_ci, format_rate
 from lightning_tts.plots import adaptation_curves_figure, save_figure
 
 CURVES_FILE = "adaptation_curves.png"
@@ -48,8 +48,7 @@ def results_markdown(results: dict[str, Any]) -> str:
     refs = [r for r in rows if r["shots"] is None]
     lines = [f"# Few-shot evaluation: {len(results['speakers'])} {results.get('split', 'test')} speakers, "
              f"{len(next(iter(results['speakers'].values()))['query'])} query utterances each", ""]
-    lines += [f"- {c['system']}: {format_cost(c.get('training_cost'))}; adaptation rate "
-              f"{c['adapt_lr'] if c.get('adapt_lr') is not None else 'of the learner'}"
+    lines += [f"- {c['system']}: {format_cost(c.get('training_cost'))}; adaptation rate {format_rate(c.get('adapt_lr'))}"
               for c in results.get("checkpoints", [])] + [""]
     for metric in results_metrics(results):
         arrow = "lower is better" if LOWER_IS_BETTER[metric] else "higher is better"

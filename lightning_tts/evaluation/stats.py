@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
@@ -45,6 +45,27 @@ def paired_bootstrap(a: Sequence[float], b: Sequence[float], clusters: Sequence[
         means = sums[draws].sum(1) / counts[draws].sum(1)  # (R,)
         low, high = (float(v) for v in np.percentile(means, [2.5, 97.5]))
     return {"mean": mean, "ci_low": low, "ci_high": high, "n": len(keep), "clusters": len(names)}
+
+
+#: A checkpoint's adaptation rate: None (the learner's own), one rate, or one per adaptation step count.
+Rate = Union[None, float, Mapping[int, Optional[float]]]
+
+
+def rate_at(rate: Rate, steps: int) -> Optional[float]:
+    """The rate to adapt with for ``steps`` steps (None: the learner's own).
+
+    Raises:
+        KeyError: a per-step-count ``rate`` without ``steps``.
+    """
+    return rate[steps] if isinstance(rate, Mapping) else rate
+
+
+def format_rate(rate: Any) -> str:
+    """A rate as reports show it: 'of the learner', '0.01', or '0 steps: of the learner, 20 steps: 0.03'
+    (a per-step-count rate, as ``results.json`` stores it: keys may be strings)."""
+    if isinstance(rate, Mapping):
+        return ", ".join(f"{k} steps: {format_rate(v)}" for k, v in rate.items())
+    return "of the learner" if rate is None else f"{rate:g}"
 
 
 def format_cost(cost: Optional[dict[str, Any]]) -> str:
