@@ -18,8 +18,9 @@ warm-start from an earlier system (``init_from: baseline``: that system's ``last
 Each stage is skipped when its finished output exists (``<out>/stages/<stage>.json``, written last,
 atomically); a killed ``train`` stage resumes from its own ``last.ckpt``. So after a kill the same
 command picks up where it stopped (a killed system resumes under the current config, as ``fit
-ckpt_path=last`` does). A finished system whose run config or warm-start source changed since it was
-trained is not reused silently: the command stops and names what to remove.
+ckpt_path=last`` does). A finished system whose run config (less ``NOT_TRAINING``) or warm-start
+source changed since it was trained is not reused silently: the command stops and names what to
+remove. Tuning and evaluation are redone when their checkpoints, settings or run config changed.
 """
 from __future__ import annotations
 
@@ -43,6 +44,15 @@ from lightning_tts.evaluation.stats import format_cost, format_mean_ci, paired_b
 from lightning_tts.training import run
 
 log = logging.getLogger("lightning_tts")
+#: Run-config sections that change what is logged, vocoded or scored, never a system's weights: a
+#: change there does not make a trained system stale (it does redo tuning and evaluation).
+NOT_TRAINING = ("fewshot", "vocoder")
+
+
+def config_sha256(cfg: Any, leave_out: Sequence[str] = ()) -> str:
+    """SHA-256 of a resolved run config as YAML, without the top-level sections ``leave_out``."""
+    tree = OmegaConf.to_container(cfg, resolve=True)
+    return hashlib.sha256(OmegaConf.to_yaml({k: v for k, v in tree.items() if k not in leave_out}).encode()).hexdigest()
 
 #: The experiment file used when ``experiment`` is given none.
 DEFAULT_EXPERIMENT = "conf/experiment/fewshot_default.yaml"
@@ -241,10 +251,10 @@ class Experiment:
                                    "config_sha256": fingerprint}, started)
 
     def fingerprint(self, system: SystemConfig, sources: dict[str, dict[str, Any]]) -> str:
-        """SHA-256 of what a system's training depends on: its resolved run config and the checkpoint
-        it warm-starts from (that system's recorded SHA-256)."""
+        """SHA-256 of what a system's training depends on: its resolved run config (less
+        ``NOT_TRAINING``) and the checkpoint it warm-starts from (that system's recorded SHA-256)."""
         source = sources[system.init_from]["sha256"] if system.init_from else ""
-        text = OmegaConf.to_yaml(self.run_config(system)) + f"init_from: {source}\n"
+        text = config_sha256(self.run_config(system), NOT_TRAINING) + f"init_from: {source}"
         return hashlib.sha256(text.encode()).hexdigest()
 
     @staticmethod
@@ -265,13 +275,16 @@ class Experiment:
         tune = self.experiment.tune
         cfg = self.run_config(None, *([] if tune.metric in ("wer", "cer") else ["fewshot.wer=false"]))
         names, counts = list(trained), [str(n) for n in tune.steps]
+        setting = {"sha256": None, "steps": list(tune.steps), "shots": tune.shots, "metric": tune.metric,
+                   "config_sha256": config_sha256(cfg)}  # what a finished tuning stage must match to be reused
         paths, hashes = [r["checkpoint"] for r in trained.values()], [r["sha256"] for r in trained.values()]
         scores: dict[str, dict[str, dict[str, float]]] = {name: {n: {} for n in counts} for name in names}
         for lr in self.candidates():
             label = "own" if lr is None else f"{lr:g}"
             stage = self.stage(f"tune-lr-{label}", f"tune lr={label} on the validation speakers")
             done = stage.done()
-            if done is None or done.get("sha256") != hashes or done.get("steps") != list(tune.steps):
+            setting["sha256"] = hashes
+            if done is None or any(done.get(k) != v for k, v in setting.items()):
                 self.say(f"{stage.name}: K={tune.shots}, steps={list(tune.steps)}")
                 started = time.time()
                 results = run_evaluation(cfg, paths, [tune.shots], tune.steps, self.out / "tune" / f"lr-{label}",
@@ -280,8 +293,7 @@ class Experiment:
                 for r in results["rows"]:
                     if r["shots"] is not None:
                         cells[r["system"]][str(r["steps"])] = r["metrics"][tune.metric]["mean"]
-                done = self.finish(stage, {"lr": lr, "checkpoints": paths, "sha256": hashes, "steps": list(tune.steps),
-                                           "scores": cells}, started)
+                done = self.finish(stage, {"lr": lr, "checkpoints": paths, **setting, "scores": cells}, started)
             else:
                 self.say(f"{stage.name}: done before, skipped")
             for name in names:
@@ -301,15 +313,18 @@ class Experiment:
         paths, hashes = [r["checkpoint"] for r in trained.values()], [r["sha256"] for r in trained.values()]
         out = self.out / "evaluate"
         done = stage.done()
-        recorded = [{str(n): lr for n, lr in per_steps.items()} for per_steps in rates.values()]  # as JSON keeps it
-        if done is not None and done.get("sha256") == hashes and done.get("rates") == recorded:
+        cfg = self.run_config()
+        setting = {"sha256": hashes, "rates": [{str(n): lr for n, lr in per_steps.items()} for per_steps in rates.values()],
+                   "grid": {"shots": list(grid.shots), "steps": list(grid.steps), "samples": grid.samples},
+                   "config_sha256": config_sha256(cfg)}  # rates as JSON keeps them
+        if done is not None and all(done.get(k) == v for k, v in setting.items()):
             self.say(f"{stage.name}: done before, skipped")
             return read_json(out / "results.json")
         self.say(f"{stage.name}: K={grid.shots}, steps={grid.steps}")
         started = time.time()
-        results = run_evaluation(self.run_config(), paths, grid.shots, grid.steps, out, samples=grid.samples,
+        results = run_evaluation(cfg, paths, grid.shots, grid.steps, out, samples=grid.samples,
                                  adapt_lrs=list(rates.values()), names=list(trained))
-        self.finish(stage, {"checkpoints": paths, "sha256": hashes, "rates": recorded}, started)
+        self.finish(stage, {"checkpoints": paths, **setting}, started)
         return results
 
     def run(self) -> Path:

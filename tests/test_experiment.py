@@ -145,6 +145,13 @@ def test_experiment_resumes_after_a_kill_between_stages(synthetic_root: Path, tm
     log = third.communicate(timeout=300)[0]
     assert third.returncode == 0 and log.count("done before, skipped") == 5, log[-3000:]
 
+    # a change that touches no system's weights (here: no recogniser) redoes the evaluation only
+    rescored = _experiment(spec, *maml_budget, "fewshot.wer=false")
+    log = rescored.communicate(timeout=300)[0]
+    assert rescored.returncode == 0 and log.count("done before, skipped") == 4, log[-3000:]
+    assert "evaluate on the test speakers: K=[2]" in log and "wer" not in json.loads(
+        (out / "evaluate" / "results.json").read_text())["metrics"], log[-3000:]
+
     # a system trained under another config is not reused silently: one line naming what to remove, nothing deleted
     changed = _experiment(spec)  # MAML's budget as the file says, not as it was trained
     log = changed.communicate(timeout=300)[0]
