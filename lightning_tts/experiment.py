@@ -275,15 +275,14 @@ class Experiment:
         tune = self.experiment.tune
         cfg = self.run_config(None, *([] if tune.metric in ("wer", "cer") else ["fewshot.wer=false"]))
         names, counts = list(trained), [str(n) for n in tune.steps]
-        setting = {"sha256": None, "steps": list(tune.steps), "shots": tune.shots, "metric": tune.metric,
-                   "config_sha256": config_sha256(cfg)}  # what a finished tuning stage must match to be reused
         paths, hashes = [r["checkpoint"] for r in trained.values()], [r["sha256"] for r in trained.values()]
+        setting = {"sha256": hashes, "steps": list(tune.steps), "shots": tune.shots, "metric": tune.metric,
+                   "config_sha256": config_sha256(cfg)}  # what a finished tuning stage must match to be reused
         scores: dict[str, dict[str, dict[str, float]]] = {name: {n: {} for n in counts} for name in names}
         for lr in self.candidates():
             label = "own" if lr is None else f"{lr:g}"
             stage = self.stage(f"tune-lr-{label}", f"tune lr={label} on the validation speakers")
             done = stage.done()
-            setting["sha256"] = hashes
             if done is None or any(done.get(k) != v for k, v in setting.items()):
                 self.say(f"{stage.name}: K={tune.shots}, steps={list(tune.steps)}")
                 started = time.time()

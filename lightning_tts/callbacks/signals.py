@@ -20,6 +20,7 @@ still in flight on another rank and hang both.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import subprocess
 import threading
@@ -27,8 +28,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 from typing import Any, Iterator, Optional
-
-import os
 
 import pytorch_lightning as pl
 import torch

@@ -1,8 +1,8 @@
 """MAML: learn an initialisation (and per-step inner learning rates) that adapts to a new voice in a
 few gradient steps.
 
-Model-Agnostic Meta-Learning (Finn et al., 2017) with first-order MAML as an option, per-tensor,
-per-step learnable inner rates (Meta-SGD, Li et al., 2017; MAML++, Antoniou et al., 2019), and a
+Model-Agnostic Meta-Learning (Finn et al., 2017) with first-order MAML as an option, per-step learnable
+inner rates per tensor (MAML++, Antoniou et al., 2019) or per element (Meta-SGD, Li et al., 2017), and a
 configurable adapted subset (the speaker vector is always adapted; by default the decoder and output
 layer too; cf. Meta-TTS, Huang et al., 2022).
 
@@ -159,18 +159,19 @@ class MAMLLearner(BaseLearner):
             self.encoder = SpeakerEncoder(self.feature_params.n_mels, c.encoder)
             self.speaker_proj = nn.Linear(self.encoder.dim, self.model.speaker_dim)
             self.speaker_init.requires_grad_(False)  # unused: the start comes from the encoder
-        self.adapted_names = ["speaker"] + [f"model.{n}" for n in self.adaptable_parameters()]
+        adaptable = self.adaptable_parameters()
+        self.adapted_names = ["speaker"] + [f"model.{n}" for n in adaptable]
         self.element_lrs: Optional[nn.ParameterList] = None
         if c.inner_lr_shape == "element":  # (inner_steps, *shape) per adapted tensor, in adapted_names order
-            shapes = [self.speaker_init.shape] + [p.shape for p in self.adaptable_parameters().values()]
+            shapes = [self.speaker_init.shape] + [p.shape for p in adaptable.values()]
             self.element_lrs = nn.ParameterList([nn.Parameter(torch.full((inner_steps, *shape), float(inner_lr)))
                                                  for shape in shapes])
-            return
-        rates = torch.full((inner_steps, len(self.adapted_names)), float(inner_lr))
-        if c.learn_inner_lr:
-            self.inner_lrs = nn.Parameter(rates)
-        else:
-            self.register_buffer("inner_lrs", rates)
+        else:  # (inner_steps, adapted tensors)
+            rates = torch.full((inner_steps, len(self.adapted_names)), float(inner_lr))
+            if c.learn_inner_lr:
+                self.inner_lrs = nn.Parameter(rates)
+            else:
+                self.register_buffer("inner_lrs", rates)
 
     def setup(self, stage: str) -> None:
         """Refuse fp16 mixed precision (see ``check_precision``)."""
