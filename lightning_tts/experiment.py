@@ -18,9 +18,10 @@ warm-start from an earlier system (``init_from: baseline``: that system's ``last
 Each stage is skipped when its finished output exists (``<out>/stages/<stage>.json``, written last,
 atomically); a killed ``train`` stage resumes from its own ``last.ckpt``. So after a kill the same
 command picks up where it stopped (a killed system resumes under the current config, as ``fit
-ckpt_path=last`` does). A finished system whose run config (less ``NOT_TRAINING``) or warm-start
-source changed since it was trained is not reused silently: the command stops and names what to
-remove. Tuning and evaluation are redone when their checkpoints, settings or run config changed.
+ckpt_path=last`` does). A finished system whose settings (what its run config sets away from its
+learner's defaults, less ``NOT_TRAINING``) or warm-start source changed since it was trained is not
+reused silently: the command stops and names what to remove; an option added later at a default that
+keeps the old behaviour does not count as a change. Tuning and evaluation are redone when their checkpoints, settings or run config changed.
 """
 from __future__ import annotations
 
@@ -53,6 +54,31 @@ def config_sha256(cfg: Any, leave_out: Sequence[str] = ()) -> str:
     """SHA-256 of a resolved run config as YAML, without the top-level sections ``leave_out``."""
     tree = OmegaConf.to_container(cfg, resolve=True)
     return hashlib.sha256(OmegaConf.to_yaml({k: v for k, v in tree.items() if k not in leave_out}).encode()).hexdigest()
+
+
+def settings_sha256(cfg: Any, leave_out: Sequence[str] = ()) -> str:
+    """SHA-256 of what a run config sets away from the defaults of its learner (``learner.name``
+    always kept), without the top-level sections ``leave_out``: an option added later with a default
+    that keeps the old behaviour leaves it unchanged, a changed value changes it."""
+    tree = OmegaConf.to_container(cfg, resolve=True)
+    defaults = OmegaConf.to_container(load_config([], [f"learner.name={cfg.learner.name}"]), resolve=True)
+    settings = {k: v for k, v in changed_entries(tree, defaults).items() if k not in leave_out}
+    settings.setdefault("learner", {})["name"] = cfg.learner.name
+    return hashlib.sha256(OmegaConf.to_yaml(settings).encode()).hexdigest()
+
+
+def changed_entries(tree: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """The entries of ``tree`` (nested dicts) that ``defaults`` lacks or holds another value for."""
+    changed: dict[str, Any] = {}
+    for key, value in tree.items():
+        default = defaults.get(key, changed)  # ``changed`` as a marker no value equals
+        if isinstance(value, dict) and isinstance(default, dict):
+            inner = changed_entries(value, default)
+            if inner:
+                changed[key] = inner
+        elif value != default:
+            changed[key] = value
+    return changed
 
 #: The experiment file used when ``experiment`` is given none.
 DEFAULT_EXPERIMENT = "conf/experiment/fewshot_default.yaml"
@@ -220,7 +246,7 @@ class Experiment:
     def train(self, name: str, system: SystemConfig, sources: dict[str, dict[str, Any]]) -> dict[str, Any]:
         """Stage ``train <name>``: fit into ``<out>/runs/<name>`` (resuming its ``last.ckpt`` after a kill).
         ``sources``: the earlier systems' train records, for ``init_from``. Returns the stage's record
-        (``checkpoint``, its ``sha256``, ``config_sha256`` = ``fingerprint``).
+        (``checkpoint``, its ``sha256``, ``settings_sha256`` = ``fingerprint``).
 
         Raises:
             ConfigError: the system was trained under another run config or warm start.
@@ -231,7 +257,7 @@ class Experiment:
         fingerprint = self.fingerprint(system, sources)
         done = stage.done()
         if done is not None and Path(done["checkpoint"]).is_file():
-            self.check_unchanged(name, done.get("config_sha256"), fingerprint, [run_dir, stage.record])
+            self.check_unchanged(name, done.get("settings_sha256"), fingerprint, [run_dir, stage.record])
             self.say(f"{stage.name}: done before, skipped ({done['checkpoint']})")
             return done
         extra = [f"run_dir={run_dir}"]
@@ -248,20 +274,20 @@ class Experiment:
             raise ConfigError(f"systems.{name}: fit wrote no last.ckpt in {run_dir} (is trainer.max_steps > 0?)")
         return self.finish(stage, {"system": name, "checkpoint": str(result.last_checkpoint),
                                    "sha256": file_sha256(result.last_checkpoint), "init_from": system.init_from,
-                                   "config_sha256": fingerprint}, started)
+                                   "settings_sha256": fingerprint}, started)
 
     def fingerprint(self, system: SystemConfig, sources: dict[str, dict[str, Any]]) -> str:
-        """SHA-256 of what a system's training depends on: its resolved run config (less
-        ``NOT_TRAINING``) and the checkpoint it warm-starts from (that system's recorded SHA-256)."""
+        """SHA-256 of what a system's training depends on: its run config's settings (``settings_sha256``,
+        less ``NOT_TRAINING``) and the checkpoint it warm-starts from (that system's recorded SHA-256)."""
         source = sources[system.init_from]["sha256"] if system.init_from else ""
-        text = config_sha256(self.run_config(system), NOT_TRAINING) + f"init_from: {source}"
+        text = settings_sha256(self.run_config(system), NOT_TRAINING) + f"init_from: {source}"
         return hashlib.sha256(text.encode()).hexdigest()
 
     @staticmethod
     def check_unchanged(name: str, recorded: Optional[str], fingerprint: str, remove: list[Path]) -> None:
         """Refuse to reuse a system trained under another config (or from another warm start):
         nothing is deleted; the message names what to remove to retrain it. ``recorded`` None: a
-        record from before fingerprints, taken as it is."""
+        record from before settings fingerprints, taken as it is."""
         if recorded is not None and recorded != fingerprint:
             paths = " and ".join(str(p) for p in remove)
             raise ConfigError(f"systems.{name} changed (its run config or its warm start) since it was trained: "

@@ -18,7 +18,9 @@ import yaml
 from lightning_tts.atomic import file_sha256
 from lightning_tts.cli import main
 from lightning_tts.errors import ConfigError
-from lightning_tts.experiment import DEFAULT_EXPERIMENT, choose_rate, chosen_rates, headroom_markdown, load_experiment
+from lightning_tts.config import load_config
+from lightning_tts.experiment import (DEFAULT_EXPERIMENT, NOT_TRAINING, changed_entries, choose_rate, chosen_rates,
+                                      headroom_markdown, load_experiment, settings_sha256)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -90,6 +92,29 @@ def test_each_evaluated_step_count_takes_the_rate_tuned_at_or_below_it() -> None
     assert chosen_rates(choice, [0, 5, 10, 20, 40]) == {
         "base": {0: 0.01, 5: 0.01, 10: 0.01, 20: None, 40: None},  # 0 steps: below every tuned count -> the smallest's
         "maml": {0: None, 5: None, 10: None, 20: None, 40: None}}
+
+
+def test_changed_entries_keeps_what_differs_from_the_defaults() -> None:
+    tree = {"a": 1, "b": {"c": 2, "d": [1, 2]}, "e": None, "f": {"g": 0}}
+    defaults = {"a": 1, "b": {"c": 3, "d": [1, 2]}, "f": {"g": 0}}
+    assert changed_entries(tree, defaults) == {"b": {"c": 2}, "e": None}
+
+
+def test_a_systems_fingerprint_ignores_options_at_their_defaults() -> None:
+    """Settings fingerprint: an option written out at its default (as a newly added option with the old
+    behaviour is) changes nothing; another value, another learner or a training setting changes it;
+    ``NOT_TRAINING`` sections never do."""
+    def fingerprint(*overrides: str) -> str:
+        return settings_sha256(load_config(["conf/learner/maml.yaml"], list(overrides)), NOT_TRAINING)
+
+    plain = fingerprint("learner.speaker_start=encoder")
+    assert fingerprint("learner.speaker_start=encoder", "learner.speaker_consistency=0.0") == plain
+    assert fingerprint("learner.speaker_start=encoder", "fewshot.wer=false", "fewshot.every=7") == plain
+    assert fingerprint("learner.speaker_start=encoder", "learner.speaker_consistency=0.5") != plain
+    assert fingerprint("learner.speaker_start=encoder", "trainer.max_steps=7") != plain
+    assert fingerprint() != plain
+    # two learners at their defaults differ (the learner's name is always kept)
+    assert settings_sha256(load_config([], ["learner.name=mann"])) != settings_sha256(load_config([], ["learner.name=metric"]))
 
 
 def _experiment(spec: Path, *overrides: str) -> subprocess.Popen:

@@ -52,12 +52,15 @@ def meta_gradient(learner: MAMLLearner, first_order: bool) -> dict[str, torch.Te
 
 
 @pytest.mark.parametrize("options", [{"backend": "higher"}, {"backend": "func"}, ENCODER_START,
-                                     {"inner_lr_shape": "element"}],
-                         ids=["higher", "func", "func-encoder-start", "func-element-rates"])
+                                     {"inner_lr_shape": "element"}, {**ENCODER_START, "speaker_consistency": 0.5}],
+                         ids=["higher", "func", "func-encoder-start", "func-element-rates", "func-speaker-consistency"])
 def test_second_order_meta_gradient_matches_finite_differences(options: dict) -> None:
     learner = tiny_learner(**options)
     grads = meta_gradient(learner, first_order=False)
     params = {n: p for n, p in learner.named_parameters() if p.requires_grad}
+    if options.get("speaker_consistency"):  # the judge is a constant in its term (a stop-gradient): the
+        # encoder's meta-gradient leaves that path out by design, so its directions are not compared here
+        params = {n: p for n, p in params.items() if not n.startswith("encoder.")}
     g = torch.Generator().manual_seed(5)
     for _ in range(3):  # random directions over every meta-parameter
         direction = {n: torch.randn(p.shape, generator=g, dtype=p.dtype) for n, p in params.items()}
@@ -105,11 +108,38 @@ def test_the_encoder_start_depends_on_the_support_set_and_is_meta_trained(first_
     ({"inner_lr_shape": "row"}, "learner.inner_lr_shape must be one of ('tensor', 'element'), got 'row'"),
     ({"inner_lr_shape": "element", "learn_inner_lr": False},
      "learner.inner_lr_shape=element needs learner.backend=func and learner.learn_inner_lr=true"),
+    ({"speaker_consistency": 0.5}, "learner.speaker_consistency must be >= 0 and needs learner.speaker_start=encoder, "
+                                   "got 0.5 with speaker_start='learned'"),
+    ({**ENCODER_START, "speaker_consistency": -1.0}, "learner.speaker_consistency must be >= 0 and needs "
+                                                     "learner.speaker_start=encoder, got -1.0 with speaker_start='encoder'"),
 ])
 def test_a_bad_speaker_start_fails_in_one_line(options: dict, message: str) -> None:
     with pytest.raises(LightningTTSError) as err:
         tiny_learner(**options)
     assert str(err.value) == message
+
+
+def test_speaker_consistency_adds_one_minus_cosine_and_holds_the_judge_constant() -> None:
+    """The term equals a hand computation (1 - cosine of the encoder's embeddings of each predicted
+    query mel and of its recording, averaged) times its weight; its gradient reaches the predicted
+    mels (so the acoustic model) but not the encoder's weights through the judging."""
+    plain = tiny_learner(**ENCODER_START)
+    weighted = tiny_learner(**ENCODER_START, speaker_consistency=0.5)
+    weighted.load_state_dict(plain.state_dict())
+    losses, base = weighted.meta_losses(TASK), plain.meta_losses(TASK)
+    fast = weighted.inner_loop(TASK.support, weighted.inner_steps, "second")
+    predicted = functional_call(weighted.net(), fast, (TASK.query,), strict=False).mel.detach().requires_grad_(True)
+    with torch.no_grad():
+        cos = torch.nn.functional.cosine_similarity(weighted.encoder(predicted, TASK.query.mel_lengths),
+                                                    weighted.encoder(TASK.query.mels, TASK.query.mel_lengths), dim=-1)
+    assert float(losses["speaker_consistency"]) == pytest.approx(float((1 - cos).mean()), rel=1e-9)
+    assert float(losses["loss"]) == pytest.approx(float(base["loss"]) + 0.5 * float((1 - cos).mean()), rel=1e-9)
+    weighted.zero_grad()
+    weighted.consistency_loss(predicted, TASK.query).backward()
+    assert predicted.grad is not None and predicted.grad.abs().sum() > 0
+    assert all(p.grad is None for p in weighted.encoder.parameters())
+    g_plain, g_weighted = meta_gradient(plain, False), meta_gradient(weighted, False)
+    assert any(not torch.allclose(g_plain[n], g_weighted[n]) for n in g_plain if n.startswith("model.decoder."))
 
 
 def test_second_order_differs_from_first_order() -> None:

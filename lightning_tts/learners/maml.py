@@ -70,6 +70,11 @@ class MAMLConfig(LearnerConfig):
             estimate from the support set; see the module docstring; ``func`` backend only).
         encoder: ``SpeakerEncoder`` sizes for ``speaker_start=encoder`` (those of the metric run that
             ``init_from`` names).
+        speaker_consistency: weight of a speaker-consistency term in the meta-loss (0: none): the
+            mean of 1 - cosine between the speaker encoder's embeddings of each predicted query mel
+            and of its recording (YourTTS's speaker consistency loss); the encoder judges with its
+            weights held constant, so the term cannot be lowered by changing the judge
+            (``speaker_start=encoder``).
     """
 
     name: str = "maml"
@@ -84,6 +89,7 @@ class MAMLConfig(LearnerConfig):
     backend: str = "func"
     speaker_start: str = "learned"
     encoder: SpeakerEncoderConfig = field(default_factory=SpeakerEncoderConfig)
+    speaker_consistency: float = 0.0
 
 
 def check_precision(precision: str) -> None:
@@ -147,12 +153,16 @@ class MAMLLearner(BaseLearner):
             raise LightningTTSError(f"learner.speaker_start must be one of {SPEAKER_STARTS}, got {c.speaker_start!r}")
         if c.speaker_start == "encoder" and backend != "func":
             raise LightningTTSError("learner.speaker_start=encoder needs learner.backend=func")
+        if c.speaker_consistency < 0 or (c.speaker_consistency > 0 and c.speaker_start != "encoder"):
+            raise LightningTTSError(f"learner.speaker_consistency must be >= 0 and needs learner.speaker_start=encoder, "
+                                    f"got {c.speaker_consistency} with speaker_start={c.speaker_start!r}")
         if c.inner_lr_shape not in LR_SHAPES:
             raise LightningTTSError(f"learner.inner_lr_shape must be one of {LR_SHAPES}, got {c.inner_lr_shape!r}")
         if c.inner_lr_shape == "element" and (backend != "func" or not c.learn_inner_lr):
             raise LightningTTSError("learner.inner_lr_shape=element needs learner.backend=func and learner.learn_inner_lr=true")
         self.inner_steps, self.first_order, self.backend = inner_steps, c.first_order, backend
         self.fixed_adapt_lr = c.adapt_lr
+        self.speaker_consistency = float(c.speaker_consistency)
         self.speaker_init = nn.Parameter(0.1 * torch.randn(self.model.speaker_dim))
         self.encoder: Optional[SpeakerEncoder] = None
         if c.speaker_start == "encoder":
@@ -255,7 +265,27 @@ class MAMLLearner(BaseLearner):
         """Query losses after ``inner_loop`` (the ``torch.func`` backend)."""
         fast = self.inner_loop(task.support, steps, "first" if first_order else "second")
         out = functional_call(self.net(), fast, (task.query,), strict=False)
-        return self.criterion(out, task.query.mels, task.query.mel_lengths, task.query.token_lengths, self.schedule_step)
+        losses = self.criterion(out, task.query.mels, task.query.mel_lengths, task.query.token_lengths, self.schedule_step)
+        if self.speaker_consistency > 0:
+            losses["speaker_consistency"] = self.consistency_loss(out.mel, task.query)
+            losses["loss"] = losses["loss"] + self.speaker_consistency * losses["speaker_consistency"]
+        return losses
+
+    def consistency_loss(self, predicted: torch.Tensor, query: UtteranceBatch) -> torch.Tensor:
+        """Mean over the query utterances of 1 - cos(encoder(predicted mel), encoder(recorded mel)).
+        The encoder's weights are constants in the judging: the gradient flows into the predicted mels
+        only (so into the acoustic model, the rates and, through the start it gives, the encoder).
+
+        Args:
+            predicted: (Q, T, n_mels) teacher-forced predicted query mels.
+            query: the query utterances (their recorded mels and lengths).
+        """
+        assert self.encoder is not None
+        constants = {n: p.detach() for n, p in self.encoder.named_parameters()}
+        predicted_emb = functional_call(self.encoder, constants, (predicted, query.mel_lengths))  # (Q, dim)
+        with torch.no_grad():
+            recorded_emb = self.encoder(query.mels, query.mel_lengths)  # (Q, dim)
+        return (1.0 - (predicted_emb * recorded_emb).sum(dim=-1)).mean()
 
     def meta_losses(self, task: Task, steps: Optional[int] = None, first_order: Optional[bool] = None) -> dict[str, torch.Tensor]:
         """Losses on the query set of ``task`` after adapting on its support set (differentiable)."""
