@@ -21,7 +21,8 @@ command picks up where it stopped (a killed system resumes under the current con
 ckpt_path=last`` does). A finished system whose settings (what its run config sets away from its
 learner's defaults, less ``NOT_TRAINING``) or warm-start source changed since it was trained is not
 reused silently: the command stops and names what to remove; an option added later at a default that
-keeps the old behaviour does not count as a change. Tuning and evaluation are redone when their checkpoints, settings or run config changed.
+keeps the old behaviour does not count as a change. Tuning and evaluation are redone when their
+checkpoints, settings or run config changed.
 """
 from __future__ import annotations
 

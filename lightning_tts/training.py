@@ -12,6 +12,7 @@ SIGTERM or SIGINT during ``fit`` saves the step reached to ``checkpoints/last.ck
 from __future__ import annotations
 
 import copy
+import csv
 import importlib
 import importlib.util
 import logging
@@ -24,6 +25,8 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import pytorch_lightning as pl
 from omegaconf import DictConfig
 from pytorch_lightning.loggers import CSVLogger, Logger, MLFlowLogger, TensorBoardLogger, WandbLogger
+from pytorch_lightning.loggers.csv_logs import ExperimentWriter
+from pytorch_lightning.loggers.logger import rank_zero_experiment
 from pytorch_lightning.utilities.exceptions import MisconfigurationException, SIGTERMException
 
 from lightning_tts.audio import FeatureParams
@@ -176,9 +179,33 @@ def _installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
+class _AppendingWriter(ExperimentWriter):
+    """Lightning's CSV writer, except that a ``metrics.csv`` already there (a resumed run's) is kept
+    and appended to under its columns, where Lightning's deletes it when the writer starts."""
+
+    def _check_log_dir_exists(self) -> None:
+        if self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as file:
+                self.metrics_keys = sorted(next(csv.reader(file), []))
+
+
+class AppendingCSVLogger(CSVLogger):
+    """``CSVLogger`` whose ``metrics.csv`` survives ``ckpt_path=last``: the resumed run's rows follow
+    the earlier ones (as TensorBoard's event files do; steps logged after the last checkpoint of a
+    killed run appear twice), and a new column rewrites the file with every row kept."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _AppendingWriter(log_dir=self.log_dir)
+        return self._experiment
+
+
 def _csv_logger(run_dir: Path, root: Path) -> Logger:
-    """``<run>/logs/metrics.csv``."""
-    return CSVLogger(save_dir=str(run_dir), name="logs", version="")
+    """``<run>/logs/metrics.csv``, kept across resumes."""
+    return AppendingCSVLogger(save_dir=str(run_dir), name="logs", version="")
 
 
 def _tensorboard_logger(run_dir: Path, root: Path) -> Logger:

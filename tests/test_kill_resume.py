@@ -146,13 +146,14 @@ def _train_rows(run_dir: Path) -> int:
 def _resume_and_check(args: list[str], run_dir: Path, saved: int, more: int = 3) -> None:
     """``ckpt_path=last`` continues from ``saved``: Lightning restores that file and the run takes ``more`` steps."""
     last = run_dir / "checkpoints" / "last.ckpt"
-    (run_dir / "logs" / "metrics.csv").unlink(missing_ok=True)  # from here on it holds the resumed run's rows
+    before = _train_rows(run_dir) if (run_dir / "logs" / "metrics.csv").is_file() else 0
     done = subprocess.run([sys.executable, "-m", "lightning_tts", *args, "ckpt_path=last",
                            f"trainer.max_steps={saved + more}"], capture_output=True, text=True, timeout=TIMEOUT_S)
     assert done.returncode == 0, done.stderr[-4000:]
     assert f"Restored all states from the checkpoint at {last}" in done.stderr
     assert _step(last) == saved + more
-    assert _train_rows(run_dir) == more  # only the remaining steps were trained (a restart would log saved + more)
+    # the earlier rows are kept, and only the remaining steps were trained (a restart would add saved + more)
+    assert _train_rows(run_dir) == before + more
     assert not (run_dir.parent / f"version_{int(run_dir.name.split('_')[1]) + 1}").exists()  # resumed in place
 
 

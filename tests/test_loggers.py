@@ -2,6 +2,7 @@
 callbacks attached, and the few-shot callback's audio in TensorBoard."""
 from __future__ import annotations
 
+import csv
 import sys
 from pathlib import Path
 
@@ -9,7 +10,8 @@ import pytest
 import pytorch_lightning as pl
 
 from lightning_tts.errors import ConfigError
-from lightning_tts.training import build_callbacks, build_loggers, check_trainer_config, logger_names, run
+from lightning_tts.training import (AppendingCSVLogger, build_callbacks, build_loggers, check_trainer_config,
+                                   logger_names, run)
 
 
 def assert_one_line_error(call, *needles: str) -> None:
@@ -128,3 +130,23 @@ def test_no_loggers(make_cfg, synthetic_root: Path) -> None:
     result = run(cfg, "fit", progress=False)
     assert result.last_checkpoint is not None
     assert not (result.run_dir / "logs").exists() and not (result.run_dir / "tensorboard").exists()
+
+
+def test_the_csv_log_survives_a_resume_and_a_new_column(tmp_path: Path) -> None:
+    """A second logger on the same run (as after ``ckpt_path=last``) appends to ``metrics.csv`` instead
+    of deleting it (Lightning's ``CSVLogger`` does), and a column first logged after the resume
+    rewrites the file with every earlier row kept."""
+    first = AppendingCSVLogger(save_dir=str(tmp_path), name="logs", version="")
+    first.log_metrics({"train/loss": 1.0}, step=0)
+    first.log_metrics({"train/loss": 0.9, "val/loss": 1.2}, step=1)
+    first.save()
+    resumed = AppendingCSVLogger(save_dir=str(tmp_path), name="logs", version="")
+    resumed.log_metrics({"train/loss": 0.8}, step=2)
+    resumed.save()
+    resumed.log_metrics({"train/loss": 0.7, "val/mcd": 5.0}, step=3)
+    resumed.save()
+    with open(tmp_path / "logs" / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["step"] for r in rows] == ["0", "1", "2", "3"]
+    assert [r["train/loss"] for r in rows] == ["1.0", "0.9", "0.8", "0.7"]
+    assert rows[1]["val/loss"] == "1.2" and rows[3]["val/mcd"] == "5.0" and rows[0]["val/mcd"] == ""
