@@ -54,7 +54,12 @@ NOT_TRAINING = ("fewshot", "vocoder")
 def config_sha256(cfg: Any, leave_out: Sequence[str] = ()) -> str:
     """SHA-256 of a resolved run config as YAML, without the top-level sections ``leave_out``."""
     tree = OmegaConf.to_container(cfg, resolve=True)
-    return hashlib.sha256(OmegaConf.to_yaml({k: v for k, v in tree.items() if k not in leave_out}).encode()).hexdigest()
+    return yaml_sha256({k: v for k, v in tree.items() if k not in leave_out})
+
+
+def yaml_sha256(tree: dict[str, Any]) -> str:
+    """SHA-256 of a config tree written as YAML."""
+    return hashlib.sha256(OmegaConf.to_yaml(tree).encode()).hexdigest()
 
 
 def settings_sha256(cfg: Any, leave_out: Sequence[str] = ()) -> str:
@@ -65,7 +70,7 @@ def settings_sha256(cfg: Any, leave_out: Sequence[str] = ()) -> str:
     defaults = OmegaConf.to_container(load_config([], [f"learner.name={cfg.learner.name}"]), resolve=True)
     settings = {k: v for k, v in changed_entries(tree, defaults).items() if k not in leave_out}
     settings.setdefault("learner", {})["name"] = cfg.learner.name
-    return hashlib.sha256(OmegaConf.to_yaml(settings).encode()).hexdigest()
+    return yaml_sha256(settings)
 
 
 def changed_entries(tree: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
