@@ -13,9 +13,9 @@ import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from lightning_tts.errors import ConfigError, LightningTTSError
 
@@ -168,8 +168,6 @@ def _experiment_args(p: argparse.ArgumentParser) -> None:
 
 def _experiment(args: argparse.Namespace, cfg: Optional[DictConfig]) -> int:
     """Train every system, choose adaptation rates on validation speakers, evaluate on test speakers."""
-    from omegaconf import OmegaConf
-
     from lightning_tts.experiment import load_experiment, run_experiment
     from lightning_tts.training import TrainingInterrupted
 
@@ -183,7 +181,7 @@ def _experiment(args: argparse.Namespace, cfg: Optional[DictConfig]) -> int:
         print(f"{stop}; run the same command again to resume", file=sys.stderr)
         return stop.exit_code
     print(f"report: {report}")
-    print(f"listening page: {report.parent / 'evaluate' / 'report.html'}")
+    print(f"listening page: {report.parent / experiment.evaluate.name / 'report.html'}")
     return 0
 
 
@@ -311,6 +309,10 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
                         "--adapt-lr without looking at the test speakers")
     p.add_argument("--adapt-lr", type=float, default=None, metavar="LR",
                    help="adaptation learning rate for every checkpoint (default: each learner's own)")
+    p.add_argument("--adapt-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="override how every checkpoint adapts (repeatable): adapt_params=[...], adapt_anchor=W "
+                        "(pull toward the start, L2-SP), adapt_holdout=true (early stopping on a held-out "
+                        "support utterance); learners that adapt with Adam only, not MAML")
     _device_arg(p)
 
 
@@ -320,6 +322,17 @@ def _int_list(text: str, flag: str) -> list[int]:
         return [int(x) for x in text.split(",") if x.strip()]
     except ValueError as err:
         raise ConfigError(f"{flag} must be comma-separated integers, got {text!r}") from err
+
+
+def _key_values(items: Sequence[str], flag: str) -> dict[str, Any]:
+    """['adapt_anchor=10', 'adapt_params=[]'] -> {'adapt_anchor': 10, 'adapt_params': []} (values as in overrides)."""
+    for item in items:
+        if "=" not in item or not item.split("=", 1)[0].strip():
+            raise ConfigError(f"{flag} takes KEY=VALUE, got {item!r}")
+    try:
+        return OmegaConf.to_container(OmegaConf.from_dotlist(list(items)))  # type: ignore[return-value]
+    except Exception as err:
+        raise ConfigError(f"{flag}: cannot read {list(items)} ({str(err).splitlines()[0]})") from err
 
 
 def _evaluate(args: argparse.Namespace, cfg: Optional[DictConfig]) -> int:
@@ -334,7 +347,8 @@ def _evaluate(args: argparse.Namespace, cfg: Optional[DictConfig]) -> int:
     try:
         results = run_evaluation(cfg, args.checkpoint, shots, steps, args.out, device=args.device,
                                  progress=bar.step, samples=args.samples, split=args.split,
-                                 adapt_lrs=[args.adapt_lr] * len(args.checkpoint))
+                                 adapt_lrs=[args.adapt_lr] * len(args.checkpoint),
+                                 adapt_options=_key_values(args.adapt_option, "--adapt-option"))
     finally:
         bar.close()
     print(results_markdown(results))

@@ -12,7 +12,9 @@ warm-start from an earlier system (``init_from: baseline``: that system's ``last
    (``<out>/tune/choice.json``);
 3. ``evaluate``: the test speakers, every system with its chosen rate, into ``<out>/evaluate``
    (``results.json``/``.md``, paired differences against the first system, ``report.html``);
-4. ``<out>/report.md``: systems, training costs, the tuning table, a summary, the room to win
+   ``evaluate.name`` and ``evaluate.overrides`` add a second evaluation of the same trained systems
+   beside it (e.g. more test speakers), leaving training and tuning as they are;
+4. ``<out>/report.md`` (``report-<name>.md``): systems, training costs, the tuning table, a summary, the room to win
    (``headroom_markdown``) and the evaluation tables.
 
 Each stage is skipped when its finished output exists (``<out>/stages/<stage>.json``, written last,
@@ -49,6 +51,8 @@ log = logging.getLogger("lightning_tts")
 #: Run-config sections that change what is logged, vocoded or scored, never a system's weights: a
 #: change there does not make a trained system stale (it does redo tuning and evaluation).
 NOT_TRAINING = ("fewshot", "vocoder")
+#: Folders of an experiment that an evaluation (``evaluate.name``) must not take.
+RESERVED_FOLDERS = ("runs", "stages", "tune")
 
 
 def config_sha256(cfg: Any, leave_out: Sequence[str] = ()) -> str:
@@ -126,11 +130,23 @@ class TuneConfig:
 
 @dataclass
 class EvaluateConfig:
-    """The test-speaker grid (as ``evaluate --shots --steps --samples``)."""
+    """The test-speaker grid (as ``evaluate --shots --steps --samples``).
+
+    Attributes:
+        shots, steps, samples: as ``evaluate --shots --steps --samples``.
+        name: the stage and its folder ``<out>/<name>``; its report is ``<out>/report.md`` for the
+            default name, ``<out>/report-<name>.md`` for another, so a second evaluation of the same
+            trained systems (more or other test speakers) sits beside the first.
+        overrides: run-config overrides of this stage only (training and tuning never see them), e.g.
+            a larger corpus with more test speakers: ``data.root=...``, ``data.splits.test_speakers=[...]``.
+            Whatever they say, a speaker that a system trained on is refused as a test speaker.
+    """
 
     shots: List[int] = field(default_factory=lambda: [1, 5])
     steps: List[int] = field(default_factory=lambda: [0, 5, 20])
     samples: int = 2
+    name: str = "evaluate"
+    overrides: List[str] = field(default_factory=list)
 
 
 @dataclass
@@ -197,6 +213,9 @@ def check_experiment(experiment: ExperimentConfig) -> None:
     if not grid.shots or min(grid.shots) < 1 or not grid.steps or min(grid.steps) < 0 or grid.samples < 0:
         raise ConfigError(f"evaluate needs shots >= 1, steps >= 0 and samples >= 0, got shots={grid.shots} "
                           f"steps={grid.steps} samples={grid.samples}")
+    if not grid.name.isidentifier() or grid.name in RESERVED_FOLDERS:
+        raise ConfigError(f"evaluate.name must be a plain name (letters, digits, _) other than "
+                          f"{list(RESERVED_FOLDERS)}, got {grid.name!r}")
 
 
 @dataclass
@@ -340,11 +359,11 @@ class Experiment:
         """Stage ``evaluate``: the test grid, every trained system adapting with its chosen rates
         (system -> evaluated step count -> rate)."""
         grid = self.experiment.evaluate
-        stage = self.stage("evaluate", "evaluate on the test speakers")
+        stage = self.stage(grid.name, "evaluate on the test speakers")
         paths, hashes = [r["checkpoint"] for r in trained.values()], [r["sha256"] for r in trained.values()]
-        out = self.out / "evaluate"
+        out = self.out / grid.name
         done = stage.done()
-        cfg = self.run_config()
+        cfg = self.run_config(None, *grid.overrides)
         setting = {"sha256": hashes, "rates": [{str(n): lr for n, lr in per_steps.items()} for per_steps in rates.values()],
                    "grid": {"shots": list(grid.shots), "steps": list(grid.steps), "samples": grid.samples},
                    "config_sha256": config_sha256(cfg)}  # rates as JSON keeps them
@@ -362,6 +381,7 @@ class Experiment:
         """Every stage in order; returns the path of ``report.md``."""
         for name, system in self.experiment.systems.items():
             self.run_config(system)  # a bad key in any system fails now, before hours of training
+        self.run_config(None, *self.experiment.evaluate.overrides)  # and in the evaluation's overrides
         for folder in ("stages", "tune"):
             (self.out / folder).mkdir(parents=True, exist_ok=True)
         trained: dict[str, dict[str, Any]] = {}
@@ -369,10 +389,15 @@ class Experiment:
             trained[name] = self.train(name, system, trained)
         choice = self.tune(trained)
         results = self.evaluate(trained, chosen_rates(choice, self.experiment.evaluate.steps))
-        report = self.out / "report.md"
+        report = self.out / report_name(self.experiment.evaluate.name)
         write_text(report, experiment_markdown(self.experiment, results, choice))
         write_text(self.out / "experiment.yaml", OmegaConf.to_yaml(OmegaConf.structured(self.experiment)))
         return report
+
+
+def report_name(evaluation: str) -> str:
+    """The report file of the evaluation named ``evaluation`` (``EvaluateConfig.name``)."""
+    return "report.md" if evaluation == EvaluateConfig.name else f"report-{evaluation}.md"
 
 
 def choose_rate(scores: dict[str, float], metric: str) -> str:
@@ -421,8 +446,12 @@ def experiment_markdown(experiment: ExperimentConfig, results: dict[str, Any], t
                   "| system | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
         for name, per_count in tuning["scores"].items():
             lines.append(f"| {name} | " + " | ".join(f"{per_count[str(count)][label]:.3f}" for label in labels) + " |")
+    grid = experiment.evaluate
+    if grid.overrides:
+        lines += ["", f"Evaluated with these run-config overrides (training and tuning did not see them): "
+                      f"`{' '.join(grid.overrides)}`; {len(results['speakers'])} test speakers."]
     lines += ["", summary_markdown(results), "", headroom_markdown(results), "", results_markdown(results),
-              "Listening page: evaluate/report.html", ""]
+              f"Listening page: {grid.name}/report.html", ""]
     return "\n".join(lines)
 
 

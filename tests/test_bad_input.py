@@ -92,8 +92,9 @@ def trained(files, synthetic_root: Path) -> dict[str, str]:
     sf.write(short, [0.1] * 200, 16000)
     empty = tmp / "empty.wav"
     empty.write_bytes(b"")
+    speakers = load_learner(ckpt).speakers  # training speakers, for the evaluation that must refuse them
     return {"ckpt": str(ckpt), "data": " ".join(data), "support": str(support), "corrupt": str(corrupt),
-            "short": str(short), "empty": str(empty)}
+            "short": str(short), "empty": str(empty), "trained_0": speakers[0], "trained_1": speakers[1]}
 
 
 # cases that need a real checkpoint or corpus; "{data}" expands to the corpus overrides
@@ -106,6 +107,15 @@ CHECKPOINT_CASES = [
       "fewshot.speaker_encoder=resemblizer"], 1, "checkpoint not found: resemblizer"),
     (["evaluate", "--checkpoint", "{ckpt}", "--shots", "40", "--out", "{tmp}/ev", "{data}"], 1, "no test speaker has 40"),
     (["evaluate", "--checkpoint", "{ckpt}", "--adapt-lr", "0", "--out", "{tmp}/ev", "{data}"], 1, "--adapt-lr must be > 0, got 0.0"),
+    (["evaluate", "--checkpoint", "{ckpt}", "--adapt-option", "adapt_anchr=1", "--out", "{tmp}/ev", "{data}"], 1,
+     "adaptation option 'adapt_anchr' is not one of"),
+    (["evaluate", "--checkpoint", "{ckpt}", "--adapt-option", "adapt_anchor=-1", "--out", "{tmp}/ev", "{data}"], 1,
+     "adapt_anchor must be >= 0, got -1.0"),
+    (["evaluate", "--checkpoint", "{ckpt}", "--adapt-option", "anchor", "--out", "{tmp}/ev", "{data}"], 2,
+     "--adapt-option takes KEY=VALUE, got 'anchor'"),
+    (["evaluate", "--checkpoint", "{ckpt}", "--shots", "1", "--steps", "0", "--out", "{tmp}/ev", "{data}",
+      "data.splits.val_speakers=[{trained_0}]", "data.splits.test_speakers=[{trained_1}]"], 1,
+     "was trained on 1 of the test speakers (p1"),
     (["synthesize", "--checkpoint", "{ckpt}", "--text", "", "--out", "{tmp}/o.wav"], 1, "empty text"),
     (["synthesize", "--checkpoint", "{ckpt}", "--text", "§§§", "--out", "{tmp}/o.wav"], 1, "no pronounceable symbols"),
     (["synthesize", "--checkpoint", "{ckpt}", "--speaker", "nobody", "--text", "Hi.", "--out", "{tmp}/o.wav"], 1, "unknown speaker 'nobody'"),

@@ -63,6 +63,8 @@ def test_overrides_go_to_the_experiment_or_to_every_run() -> None:
     (["tune.steps=[]"], "tune needs rates > 0, shots >= 1 and steps >= 1"),
     (["tune.steps=[0,5]"], "tune needs rates > 0, shots >= 1 and steps >= 1"),
     (["evaluate.shots=[0]"], "evaluate needs shots >= 1"),
+    (["evaluate.name=runs"], "evaluate.name must be a plain name"),
+    (["evaluate.name=../x"], "evaluate.name must be a plain name"),
     (["systems.baseline.confg=[a.yaml]"], "unknown config key 'systems.baseline.confg'"),
 ])
 def test_bad_experiments_fail_in_one_line(overrides: list[str], message: str) -> None:
@@ -176,6 +178,20 @@ def test_experiment_resumes_after_a_kill_between_stages(synthetic_root: Path, tm
     assert rescored.returncode == 0 and log.count("done before, skipped") == 4, log[-3000:]
     assert "evaluate on the test speakers: K=[2]" in log and "wer" not in json.loads(
         (out / "evaluate" / "results.json").read_text())["metrics"], log[-3000:]
+
+    # a second evaluation of the same systems (here: one query per speaker) sits beside the first
+    evaluate_stamp = (out / "evaluate" / "results.json").stat().st_mtime_ns
+    more = _experiment(spec, *maml_budget, "fewshot.wer=false", "evaluate.name=more",
+                       "evaluate.overrides=[data.tasks.queries=1]")
+    log = more.communicate(timeout=300)[0]
+    assert more.returncode == 0 and log.count("done before, skipped") == 4, log[-3000:]
+    assert f"report: {out / 'report-more.md'}" in log
+    assert (out / "evaluate" / "results.json").stat().st_mtime_ns == evaluate_stamp
+    extra = json.loads((out / "more" / "results.json").read_text())
+    assert extra["speakers"].keys() == results["speakers"].keys()
+    assert all(len(sets["query"]) == 1 for sets in extra["speakers"].values())
+    assert "`data.tasks.queries=1`" in (out / "report-more.md").read_text()
+    assert (out / "stages" / "more.json").is_file()
 
     # a system trained under another config is not reused silently: one line naming what to remove, nothing deleted
     changed = _experiment(spec)  # MAML's budget as the file says, not as it was trained

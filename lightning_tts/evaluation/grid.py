@@ -166,15 +166,33 @@ def system_names(checkpoints: Sequence[str], learners: Sequence[BaseLearner]) ->
     return [n if names.count(n) == 1 else f"{n} #{i + 1}" for i, n in enumerate(names)]
 
 
+def refuse_training_speakers(checkpoints: Sequence[str], learners: Sequence[BaseLearner], speakers: Sequence[str],
+                             split: str) -> None:
+    """Few-shot scores mean something only on unseen voices: refuse evaluated speakers that a checkpoint
+    trained on (its ``speakers``, which every learner records), whatever the split settings say.
+
+    Raises:
+        DataError: one line naming the checkpoint and the speakers.
+    """
+    for checkpoint, learner in zip(checkpoints, learners):
+        seen = sorted(set(speakers) & set(learner.speakers))
+        if seen:
+            raise DataError(f"{checkpoint} was trained on {len(seen)} of the {split} speakers ({', '.join(seen[:5])}"
+                            f"{' ...' if len(seen) > 5 else ''}): evaluate on speakers it has not seen "
+                            f"(data.splits.{split}_speakers or data.splits.seed as in its training run)")
+
+
 def run_evaluation(cfg: DictConfig, checkpoints: Sequence[str], shots: Sequence[int], steps: Sequence[int],
                    out: str | Path, progress: Optional[Callable[[str], None]] = None,
                    device: str | torch.device = "cpu", samples: int = 2, split: str = "test",
                    adapt_lrs: Optional[Sequence[Rate]] = None,
-                   names: Optional[Sequence[str]] = None) -> dict[str, Any]:
+                   names: Optional[Sequence[str]] = None,
+                   adapt_options: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
     """Evaluate checkpoints over the shots x steps grid on the ``split`` speakers (``test``; ``val`` to
     choose adaptation settings without touching the test speakers), checkpoint i adapting with
     ``adapt_lrs[i]`` (None, or no list: the learner's own rate; a mapping: one rate per step count of
-    ``steps``) and named ``names[i]`` in the
+    ``steps``), every checkpoint's adaptation options (``learners.base.ADAPTATION_OPTIONS``) replaced
+    by ``adapt_options`` (recorded in ``results.json``), and named ``names[i]`` in the
     tables (default: ``system_names``); write the
     report files (``report.REPORT_FILES``) into ``out`` (created; its parent must exist), and the audio
     of the first ``samples`` queries per speaker under ``out/samples/`` (0: none). Models
@@ -207,12 +225,16 @@ def run_evaluation(cfg: DictConfig, checkpoints: Sequence[str], shots: Sequence[
     out.mkdir(exist_ok=True)
     device = resolve_device(device)
     learners = [load_learner(c).to(device) for c in checkpoints]
+    if adapt_options:
+        for learner in learners:
+            learner.set_adaptation(adapt_options)
     features = FeatureParams.from_config(cfg.features)
     for learner in learners:
         learner.check_features(features)
     dm = build_datamodule(cfg, TaskBatches(), progress=False)
     sets = fixed_speaker_sets(dm.index.utterances, getattr(dm.split, split), max(shots), cfg.data.tasks.queries,
                               cfg.data.splits.seed)
+    refuse_training_speakers(checkpoints, learners, [s.speaker for s in sets], split)
     torch.manual_seed(cfg.seed)
     sample_rate = learners[0].feature_params.sample_rate
     judge = cfg.fewshot.speaker_encoder
@@ -236,7 +258,7 @@ def run_evaluation(cfg: DictConfig, checkpoints: Sequence[str], shots: Sequence[
                                  "query": [u.utterance_id for u in s.query]} for s in sets},
         "checkpoints": [{"path": str(Path(c).resolve()), "sha256": file_sha256(c), "learner": l.name, "system": n,
                          "adapt_lr": {str(k): v for k, v in lr.items()} if isinstance(lr, Mapping) else lr,
-                         "training_cost": l.training_cost}
+                         "training_cost": l.training_cost, "adapt_options": dict(adapt_options or {})}
                         for c, l, n, lr in zip(checkpoints, learners, names, adapt_lrs)],
         "speaker_encoder": judge_record(judge),
         "metrics": evaluator.metrics, "config": to_container(cfg), "rows": rows, "provenance": provenance(),

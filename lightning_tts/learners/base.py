@@ -110,12 +110,25 @@ class LearnerConfig:
         adapt_steps: default gradient steps of ``adapt``.
         adapt_lr: default learning rate of ``adapt``.
         adapt_params: fnmatch patterns of model parameters that ``adapt`` fine-tunes.
+        adapt_anchor: weight of the pull of the adapted model parameters toward where adaptation
+            started, ``adapt_anchor * sum((theta - theta_0) ** 2)`` added to the support loss (L2-SP,
+            Li et al. 2018; the speaker vector is not pulled); 0 = off.
+        adapt_holdout: early stopping: hold the last support utterance out, adapt on the others and
+            return the state (of steps 0..``steps``) whose loss on the held-out one was lowest; with a
+            single support utterance there is nothing to hold out and it adapts on that one.
     """
 
     name: str = ""
     adapt_steps: int = 20
     adapt_lr: Optional[float] = 0.01
     adapt_params: List[str] = field(default_factory=lambda: ["decoder.*.scale.*", "decoder.*.shift.*"])
+    adapt_anchor: float = 0.0
+    adapt_holdout: bool = False
+
+
+#: ``LearnerConfig`` options that change only how ``adapt`` runs on a trained model, never training:
+#: ``BaseLearner.set_adaptation`` (``evaluate --adapt-option``) overrides them on a loaded checkpoint.
+ADAPTATION_OPTIONS = ("adapt_params", "adapt_anchor", "adapt_holdout")
 
 
 @dataclass
@@ -202,6 +215,8 @@ class BaseLearner(pl.LightningModule, ABC):
         self.criterion = AcousticLoss(loss_config)
         self.adapt_steps, self.adapt_lr = self.config.adapt_steps, self.config.adapt_lr
         self.adapt_params = list(self.config.adapt_params)
+        if self.config.adapt_anchor < 0:
+            raise LightningTTSError(f"learner.adapt_anchor must be >= 0, got {self.config.adapt_anchor}")
         self.schedule_offset = 0  # steps the model's schedules had taken before this run (a warm start's)
         self.warm_start_record: Optional[dict[str, Any]] = None
         self.training_cost: Optional[dict[str, Any]] = None  # what training it cost (callbacks.cost), once loaded
@@ -424,10 +439,27 @@ class BaseLearner(pl.LightningModule, ABC):
         return float(self.support_mel_loss(support, state.speaker, state.params or None, self.align(support),
                                            state.extras))
 
+    def set_adaptation(self, options: Mapping[str, Any]) -> None:
+        """Override ``ADAPTATION_OPTIONS`` of this (loaded) learner: how it adapts, not what it learned.
+
+        Raises:
+            LightningTTSError: a key that is not an adaptation option, or a bad value (one line).
+        """
+        unknown = sorted(set(options) - set(ADAPTATION_OPTIONS))
+        if unknown:
+            raise LightningTTSError(f"adaptation option {unknown[0]!r} is not one of {list(ADAPTATION_OPTIONS)}")
+        config = build(self.Config, {**to_container(self.config), **options}, "learner")
+        if config.adapt_anchor < 0:
+            raise LightningTTSError(f"adapt_anchor must be >= 0, got {config.adapt_anchor}")
+        self.config, self.adapt_params = config, list(config.adapt_params)
+        self.adaptable_parameters()  # patterns that match nothing fail now
+
     @torch.enable_grad()
     def adapt(self, support: UtteranceBatch, steps: Optional[int] = None, lr: Optional[float] = None,
               progress: Optional[Any] = None) -> AdaptedState:
-        """Fine-tune the speaker vector (from ``adapt_start``) and ``adapt_params`` on ``support``.
+        """Fine-tune the speaker vector (from ``adapt_start``) and ``adapt_params`` on ``support`` with
+        Adam, pulled toward the start by ``adapt_anchor``, early-stopped on a held-out support utterance
+        with ``adapt_holdout`` (see ``LearnerConfig``).
 
         Args:
             support: K utterances of the new speaker.
@@ -445,18 +477,37 @@ class BaseLearner(pl.LightningModule, ABC):
             self.train(was_training)
             return start
         speaker = start.speaker.detach().clone().requires_grad_(True)
-        params = {n: p.detach().clone().requires_grad_(True) for n, p in self.adaptable_parameters().items()}
+        initial = {n: p.detach().clone() for n, p in self.adaptable_parameters().items()}
+        params = {n: p.clone().requires_grad_(True) for n, p in initial.items()}
         opt = torch.optim.Adam([speaker, *params.values()], lr=lr)
-        durations = self.align(support)
-        for _ in range(steps):
+        held: Optional[UtteranceBatch] = None
+        if self.config.adapt_holdout and len(support) > 1:  # the start saw all K; only the steps do not
+            held, support = support.select([len(support) - 1]), support.select(range(len(support) - 1))
+        durations = self.align(support)  # (K, L), or (K - 1, L) with a held-out utterance
+        held_durations = self.align(held) if held is not None else None
+        best = (math.inf, start)
+        for step in range(steps + 1):
+            if held is not None:
+                state = start if step == 0 else AdaptedState(
+                    speaker.detach().clone(), {n: p.detach().clone() for n, p in params.items()}, start.extras)
+                with torch.no_grad():
+                    held_loss = float(self.support_mel_loss(held, state.speaker, state.params, held_durations, start.extras))
+                if held_loss < best[0]:
+                    best = (held_loss, state)
+            if step == steps:
+                break
             with fp32_gradients(support.mels.device):
                 loss = self.support_mel_loss(support, speaker, params, durations, start.extras)
+                if self.config.adapt_anchor > 0:
+                    loss = loss + self.config.adapt_anchor * sum(((p - initial[n]) ** 2).sum() for n, p in params.items())
             opt.zero_grad()
             loss.backward()
             opt.step()
             if progress is not None:
                 progress(float(loss))
         self.train(was_training)
+        if held is not None:
+            return best[1]
         return AdaptedState(speaker.detach(), {n: p.detach() for n, p in params.items()}, start.extras)
 
     def query_losses(self, query: UtteranceBatch, state: AdaptedState) -> dict[str, torch.Tensor]:

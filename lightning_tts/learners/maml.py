@@ -29,7 +29,7 @@ the model, silently); first order keeps tracking and detaches the inner gradient
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, List, Mapping, Optional
 
 import higher
 import torch
@@ -48,6 +48,11 @@ from lightning_tts.models.speaker_encoder import SpeakerEncoder, SpeakerEncoderC
 BACKENDS = ("higher", "func")
 SPEAKER_STARTS = ("learned", "encoder")
 LR_SHAPES = ("tensor", "element")
+#: Why MAML takes no adaptation-regularisation options (``adapt_anchor``, ``adapt_holdout``,
+#: ``set_adaptation``): it adapts with the inner loop that meta-training shaped.
+MAML_ADAPTATION = ("MAML adapts with its meta-learned inner loop (learned rates tied to its adapted parameters): "
+                   "adaptation options (adapt_params, adapt_anchor, adapt_holdout) can change only learners that "
+                   "adapt with Adam (multispeaker, metric, mann)")
 
 
 @dataclass
@@ -156,6 +161,8 @@ class MAMLLearner(BaseLearner):
         if c.speaker_consistency < 0 or (c.speaker_consistency > 0 and c.speaker_start != "encoder"):
             raise LightningTTSError(f"learner.speaker_consistency must be >= 0 and needs learner.speaker_start=encoder, "
                                     f"got {c.speaker_consistency} with speaker_start={c.speaker_start!r}")
+        if c.adapt_anchor != 0 or c.adapt_holdout:
+            raise LightningTTSError(MAML_ADAPTATION)
         if c.inner_lr_shape not in LR_SHAPES:
             raise LightningTTSError(f"learner.inner_lr_shape must be one of {LR_SHAPES}, got {c.inner_lr_shape!r}")
         if c.inner_lr_shape == "element" and (backend != "func" or not c.learn_inner_lr):
@@ -319,6 +326,11 @@ class MAMLLearner(BaseLearner):
         return example
 
     # ---------------------------------------------------------------- adaptation interface
+    def set_adaptation(self, options: Mapping[str, Any]) -> None:
+        """Refused: the learned rates belong to the adapted parameters, and the inner loop is what
+        meta-training shaped (see ``MAML_ADAPTATION``)."""
+        raise LightningTTSError(MAML_ADAPTATION)
+
     def initial_speaker(self) -> torch.Tensor:
         """The learned initial speaker vector."""
         return self.speaker_init
