@@ -1,12 +1,14 @@
 """The acoustic model as a pure nn.Module: shapes, masks, speaker conditioning."""
 import torch
 
-from lightning_tts.models.acoustic import AcousticModel, ConditionalLayerNorm, ModelConfig
+from lightning_tts.models.acoustic import AcousticModel, ConditionalLayerNorm, ModelConfig, PostNet
+from lightning_tts.models.losses import AcousticLoss, LossConfig, masked_l1
 
 
-def _model(**kw) -> AcousticModel:
+def _model(postnet_layers: int = 0, **kw) -> AcousticModel:
     torch.manual_seed(0)
-    config = ModelConfig(dim=32, heads=2, ffn_dim=64, speaker_dim=8, predictor_channels=16, aligner_channels=16)
+    config = ModelConfig(dim=32, heads=2, ffn_dim=64, speaker_dim=8, predictor_channels=16, aligner_channels=16,
+                         postnet_layers=postnet_layers, postnet_channels=24)
     return AcousticModel(config, n_symbols=30, n_mels=16, **kw).eval()
 
 
@@ -43,3 +45,41 @@ def test_conditional_layer_norm_starts_as_layer_norm() -> None:
     cln = ConditionalLayerNorm(6, 3)
     x = torch.randn(2, 4, 6)
     assert torch.allclose(cln(x, torch.randn(2, 3)), torch.nn.functional.layer_norm(x, (6,)), atol=1e-6)
+
+
+def test_an_untrained_postnet_adds_nothing_and_its_loss_scores_both_mels() -> None:
+    plain, with_postnet = _model(), _model(postnet_layers=3)
+    assert plain.postnet is None
+    added = set(with_postnet.state_dict()) - set(plain.state_dict())
+    assert added and all(k.startswith("postnet.") for k in added)
+    with_postnet.load_state_dict({**with_postnet.state_dict(), **plain.state_dict()})  # a warm start
+    tokens, tl = torch.randint(1, 30, (2, 7)), torch.tensor([7, 5])
+    mels, ml, speaker = torch.randn(2, 20, 16), torch.tensor([20, 13]), torch.randn(2, 8)
+    before = plain(tokens, tl, speaker, mels=mels, mel_lengths=ml)
+    after = with_postnet(tokens, tl, speaker, mels=mels, mel_lengths=ml)
+    assert before.decoder_mel is None
+    assert torch.equal(after.mel, after.decoder_mel) and torch.allclose(after.mel, before.mel)
+    for p in with_postnet.postnet.parameters():  # a trained postnet: the loss scores both mels
+        torch.nn.init.normal_(p, std=0.1)
+    out = with_postnet(tokens, tl, speaker, mels=mels, mel_lengths=ml)
+    terms = AcousticLoss(LossConfig(bin_start=0, bin_warmup=1))(out, mels, ml, tl, step=1)
+    assert torch.allclose(terms["mel_loss"], masked_l1(out.mel, mels, ml))
+    assert torch.allclose(terms["decoder_mel_loss"], masked_l1(out.decoder_mel, mels, ml))
+    assert not torch.allclose(terms["mel_loss"], terms["decoder_mel_loss"])
+    rest = terms["mel_loss"] + 0.1 * terms["duration_loss"] + terms["align_loss"] + terms["bin_loss"]
+    assert torch.allclose(terms["loss"], rest + terms["decoder_mel_loss"])
+    terms["loss"].backward()
+    assert with_postnet.postnet.convs[0].weight.grad.abs().sum() > 0
+
+
+def test_postnet_ignores_padding_frames() -> None:
+    torch.manual_seed(0)
+    postnet = PostNet(n_mels=6, channels=8, layers=3, kernel_size=5, dropout=0.0)
+    for p in postnet.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    mel = torch.randn(1, 9, 6)
+    padded = torch.cat([mel, 100 * torch.randn(1, 4, 6)], dim=1)  # garbage past the real frames
+    alone = postnet(mel, torch.ones(1, 9, dtype=torch.bool))
+    batched = postnet(padded, torch.arange(13)[None] < 9)
+    assert torch.allclose(batched[:, :9], alone, atol=1e-5)
+    assert batched[:, 9:].abs().sum() == 0

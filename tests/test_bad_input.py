@@ -131,6 +131,8 @@ CHECKPOINT_CASES = [
     (["fit", "learner.name=maml", "{data}", "data.tasks.shots=20", "data.tasks.queries=20"], 1, "no training speaker has 40"),
     (["fit", "learner.name=metric", "{data}", "learner.metric_loss=cosine"], 1, "learner.metric_loss must be one of"),
     (["fit", "learner.name=metric", "{data}", "projection.method=mds"], 2, "projection.method must be one of"),
+    (["fit", "{data}", "model.heads=3"], 2, "model: model dim 128 is not divisible by heads 3"),
+    (["fit", "{data}", "model.postnet_layers=1"], 2, "model: postnet_layers must be 0 (no postnet) or at least 2, got 1"),
 ]
 
 

@@ -32,7 +32,7 @@ from lightning_tts import __version__
 from lightning_tts.audio import FeatureParams
 from lightning_tts.data.plans import BatchPlan, UtteranceBatches
 from lightning_tts.data.tasks import Task, TaskBatch, UtteranceBatch
-from lightning_tts.errors import LightningTTSError
+from lightning_tts.errors import ConfigError, LightningTTSError
 from lightning_tts.models.acoustic import AcousticModel, AcousticOutput, ModelConfig
 from lightning_tts.models.losses import AcousticLoss, LossConfig, masked_l1
 from lightning_tts.provenance import provenance
@@ -148,6 +148,16 @@ class ValidationExample:
     memory_reads: Optional[torch.Tensor] = None
 
 
+def check_adaptation(config: LearnerConfig, prefix: str = "") -> None:
+    """Refuse adaptation options no run can use (one line naming the key ``prefix + key``).
+
+    Raises:
+        LightningTTSError: a negative ``adapt_anchor``.
+    """
+    if config.adapt_anchor < 0:
+        raise LightningTTSError(f"{prefix}adapt_anchor must be >= 0, got {config.adapt_anchor}")
+
+
 def shape_text(tensor: torch.Tensor) -> str:
     """A tensor's shape as ``(40, 128)``."""
     return "(" + ", ".join(str(n) for n in tensor.shape) + ")"
@@ -210,13 +220,15 @@ class BaseLearner(pl.LightningModule, ABC):
                                    "learner": to_container(self.config), "phonemes": phonemes})
         self.text = TextProcessor(symbols, phonemes)
         self.speakers = list(speakers)
-        self.model = AcousticModel(model_config, len(symbols), self.feature_params.n_mels,
-                                   pitch=self.feature_params.pitch, energy=self.feature_params.energy)
+        try:
+            self.model = AcousticModel(model_config, len(symbols), self.feature_params.n_mels,
+                                       pitch=self.feature_params.pitch, energy=self.feature_params.energy)
+        except ValueError as err:  # sizes that do not fit together (heads, postnet layers)
+            raise ConfigError(f"model: {err}") from None
         self.criterion = AcousticLoss(loss_config)
         self.adapt_steps, self.adapt_lr = self.config.adapt_steps, self.config.adapt_lr
         self.adapt_params = list(self.config.adapt_params)
-        if self.config.adapt_anchor < 0:
-            raise LightningTTSError(f"learner.adapt_anchor must be >= 0, got {self.config.adapt_anchor}")
+        check_adaptation(self.config, "learner.")
         self.schedule_offset = 0  # steps the model's schedules had taken before this run (a warm start's)
         self.warm_start_record: Optional[dict[str, Any]] = None
         self.training_cost: Optional[dict[str, Any]] = None  # what training it cost (callbacks.cost), once loaded
@@ -449,8 +461,7 @@ class BaseLearner(pl.LightningModule, ABC):
         if unknown:
             raise LightningTTSError(f"adaptation option {unknown[0]!r} is not one of {list(ADAPTATION_OPTIONS)}")
         config = build(self.Config, {**to_container(self.config), **options}, "learner")
-        if config.adapt_anchor < 0:
-            raise LightningTTSError(f"adapt_anchor must be >= 0, got {config.adapt_anchor}")
+        check_adaptation(config)
         self.config, self.adapt_params = config, list(config.adapt_params)
         self.adaptable_parameters()  # patterns that match nothing fail now
 
@@ -488,12 +499,11 @@ class BaseLearner(pl.LightningModule, ABC):
         best = (math.inf, start)
         for step in range(steps + 1):
             if held is not None:
-                state = start if step == 0 else AdaptedState(
-                    speaker.detach().clone(), {n: p.detach().clone() for n, p in params.items()}, start.extras)
-                with torch.no_grad():
-                    held_loss = float(self.support_mel_loss(held, state.speaker, state.params, held_durations, start.extras))
+                with torch.no_grad():  # score the live tensors; copy them only when they are the best so far
+                    held_loss = float(self.support_mel_loss(held, speaker, params, held_durations, start.extras))
                 if held_loss < best[0]:
-                    best = (held_loss, state)
+                    best = (held_loss, start if step == 0 else AdaptedState(
+                        speaker.detach().clone(), {n: p.detach().clone() for n, p in params.items()}, start.extras))
             if step == steps:
                 break
             with fp32_gradients(support.mels.device):

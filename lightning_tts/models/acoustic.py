@@ -40,6 +40,8 @@ class AcousticOutput:
         pitch_target: (B, L) per-token pitch target (teacher-forced only).
         energy: (B, L) predicted per-token energy, when the model has an energy predictor.
         energy_target: (B, L) per-token energy target (teacher-forced only).
+        decoder_mel: (B, T, n_mels) the decoder's log-mel before the postnet's residual, when the
+            model has a postnet (``mel`` is then decoder_mel + postnet(decoder_mel)).
     """
 
     mel: torch.Tensor
@@ -53,6 +55,7 @@ class AcousticOutput:
     pitch_target: Optional[torch.Tensor] = None
     energy: Optional[torch.Tensor] = None
     energy_target: Optional[torch.Tensor] = None
+    decoder_mel: Optional[torch.Tensor] = None
 
 
 def sinusoids(length: int, dim: int, device: torch.device) -> torch.Tensor:
@@ -171,6 +174,36 @@ class VariancePredictor(nn.Module):
         return self.head(h).squeeze(-1).masked_fill(~mask, 0.0)
 
 
+class PostNet(nn.Module):
+    """Residual convolutional refinement of a predicted log-mel (Tacotron 2, Shen et al., 2018).
+
+    ``layers`` 1-D convolutions over time (kernel ``kernel_size``), each but the last followed by a
+    layer norm over channels (not batch norm: statistics must not depend on the batch an adaptation
+    step sees), tanh and dropout. The last convolution starts at zero, so an untrained postnet adds
+    nothing and warm-starting a model without one is exact.
+    """
+
+    def __init__(self, n_mels: int, channels: int, layers: int, kernel_size: int, dropout: float) -> None:
+        super().__init__()
+        if layers < 2:
+            raise ValueError(f"postnet_layers must be 0 (no postnet) or at least 2, got {layers}")
+        sizes = [n_mels] + [channels] * (layers - 1) + [n_mels]
+        self.convs = nn.ModuleList(nn.Conv1d(a, b, kernel_size, padding=kernel_size // 2)
+                                   for a, b in zip(sizes[:-1], sizes[1:]))
+        self.norms = nn.ModuleList(nn.LayerNorm(channels) for _ in range(layers - 1))
+        self.dropout = nn.Dropout(dropout)
+        nn.init.zeros_(self.convs[-1].weight)
+        nn.init.zeros_(self.convs[-1].bias)
+
+    def forward(self, mel: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
+        """mel (B, T, n_mels), frame_mask (B, T) True on real frames -> (B, T, n_mels) residual, zero on padding."""
+        pad = (~frame_mask)[:, None, :]
+        h = mel.transpose(1, 2)  # (B, n_mels, T)
+        for conv, norm in zip(self.convs[:-1], self.norms):
+            h = self.dropout(torch.tanh(norm(conv(h.masked_fill(pad, 0.0)).transpose(1, 2)).transpose(1, 2)))
+        return self.convs[-1](h.masked_fill(pad, 0.0)).masked_fill(pad, 0.0).transpose(1, 2)
+
+
 def regulate_length(x: torch.Tensor, durations: torch.Tensor, max_frames: Optional[int] = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Repeat token vectors by their durations.
 
@@ -222,6 +255,9 @@ class ModelConfig:
         aligner_channels: attention space of the aligner.
         aligner_temperature: distance scale of the aligner.
         prior_scale: beta-binomial prior scale (larger = more diagonal).
+        postnet_layers: convolutions of a residual postnet after the decoder (0: none).
+        postnet_channels: its hidden channels.
+        postnet_kernel: its kernel size.
     """
 
     dim: int = 128
@@ -236,6 +272,9 @@ class ModelConfig:
     aligner_channels: int = 80
     aligner_temperature: float = 0.0005
     prior_scale: float = 1.0
+    postnet_layers: int = 0
+    postnet_channels: int = 256
+    postnet_kernel: int = 5
 
 
 class AcousticModel(nn.Module):
@@ -266,6 +305,8 @@ class AcousticModel(nn.Module):
         self.decoder = nn.ModuleList(FFTBlock(c.dim, c.heads, c.ffn_dim, c.kernel_size, c.dropout, speaker_dim=c.speaker_dim)
                                      for _ in range(c.decoder_layers))
         self.mel_out = nn.Linear(c.dim, n_mels)
+        self.postnet = (PostNet(n_mels, c.postnet_channels, c.postnet_layers, c.postnet_kernel, c.dropout)
+                        if c.postnet_layers else None)
         self.aligner = AlignmentEncoder(n_mels, c.dim, c.aligner_channels, c.aligner_temperature)
 
     def speaker_parameter_names(self) -> list[str]:
@@ -326,7 +367,10 @@ class AcousticModel(nn.Module):
         h = frames + sinusoids(frames.shape[1], self.dim, frames.device)[None]
         for block in self.decoder:
             h = block(h, frame_mask, speaker)
-        out.mel = self.mel_out(h).masked_fill(~frame_mask[:, :, None], 0.0)
+        out.mel = self.mel_out(h).masked_fill(~frame_mask[:, :, None], 0.0)  # (B, T, n_mels)
+        if self.postnet is not None:
+            out.decoder_mel = out.mel
+            out.mel = out.mel + self.postnet(out.mel, frame_mask)
         out.mel_lengths = lengths
         return out
 

@@ -41,6 +41,10 @@ class LossConfig:
 class AcousticLoss(nn.Module):
     """mel L1 + duration MSE (log domain) + forward-sum alignment + warmed-up binarisation (+ pitch/energy).
 
+    With a postnet, ``mel_loss`` scores the refined output and ``decoder_mel_loss`` (added with weight 1,
+    as Tacotron 2 sums the losses before and after its postnet) the decoder's mel before it, so the decoder
+    keeps learning the whole spectrum.
+
     Args:
         config: weights and schedule (``LossConfig``).
     """
@@ -68,6 +72,9 @@ class AcousticLoss(nn.Module):
         bin_loss = binarization_loss(out.attn_hard, out.attn_soft)
         terms = {"mel_loss": mel_loss, "duration_loss": duration_loss, "align_loss": align_loss, "bin_loss": bin_loss}
         total = mel_loss + self.duration_weight * duration_loss + self.align_weight * align_loss
+        if out.decoder_mel is not None:
+            terms["decoder_mel_loss"] = masked_l1(out.decoder_mel, mels, mel_lengths)
+            total = total + terms["decoder_mel_loss"]
         total = total + self.bin_scale(step) * bin_loss
         for name in ("pitch", "energy"):
             pred, target = getattr(out, name), getattr(out, f"{name}_target")
