@@ -27,6 +27,21 @@ def test_teacher_forced_and_free_running_shapes() -> None:
     assert free.mel.shape[0] == 1 and free.mel.shape[1] == int(free.mel_lengths[0]) >= 1
 
 
+def test_hard_durations_are_the_teacher_forced_durations_in_train_mode() -> None:
+    """The aligner-only path (``hard_durations``, what adaptation aligns its support set with) gives the
+    durations of a full teacher-forced pass, also with dropout active, for any speaker vector."""
+    model = _model().train()
+    torch.manual_seed(3)
+    tokens = torch.randint(1, 30, (3, 9))
+    tl, ml = torch.tensor([9, 6, 4]), torch.tensor([30, 17, 11])
+    mels = torch.randn(3, 30, 16)
+    with torch.no_grad():
+        full = model(tokens, tl, torch.randn(3, 8), mels=mels, mel_lengths=ml).durations
+        fast = model.hard_durations(tokens, tl, mels, ml)
+    assert torch.equal(fast, full)
+    assert fast.sum(1).tolist() == [30, 17, 11] and fast[1, 6:].abs().sum() == 0 and fast[2, 4:].abs().sum() == 0
+
+
 def test_speaker_changes_output_and_named_speaker_parameters() -> None:
     model = _model()
     for p in model.parameters():  # make the conditional norms non-trivial

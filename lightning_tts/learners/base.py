@@ -346,8 +346,7 @@ class BaseLearner(pl.LightningModule, ABC):
     @torch.no_grad()
     def align(self, batch: UtteranceBatch) -> torch.Tensor:
         """(B, L) hard durations of ``batch`` from the aligner (which no adaptation changes)."""
-        speaker = torch.zeros(len(batch), self.model.speaker_dim, device=batch.mels.device, dtype=batch.mels.dtype)
-        return self.run_model(batch, speaker).durations
+        return self.model.hard_durations(batch.tokens, batch.token_lengths, batch.mels, batch.mel_lengths)
 
     def support_mel_loss(self, batch: UtteranceBatch, speaker: torch.Tensor, params: Optional[dict[str, torch.Tensor]],
                          durations: torch.Tensor, extras: Optional[dict[str, torch.Tensor]] = None) -> torch.Tensor:

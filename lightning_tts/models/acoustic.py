@@ -323,6 +323,22 @@ class AcousticModel(nn.Module):
         x = (x + self.speaker_proj(speaker)[:, None]).masked_fill(~token_mask[:, :, None], 0.0)
         return emb, x
 
+    def attend(self, emb: torch.Tensor, token_lengths: torch.Tensor, token_mask: torch.Tensor, mels: torch.Tensor,
+               mel_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The learned alignment of mel frames to tokens: soft attention (B, T, L), its log (B, T, L) and
+        the monotonic hard alignment (B, T, L), given token embeddings ``emb`` (B, L, D)."""
+        prior = beta_binomial_prior(token_lengths, mel_lengths, self.prior_scale)[:, : mels.shape[1]]
+        soft, log_soft = self.aligner(mels, emb, token_mask, prior)
+        return soft, log_soft, maximum_path(log_soft, token_lengths, mel_lengths)
+
+    def hard_durations(self, tokens: torch.Tensor, token_lengths: torch.Tensor, mels: torch.Tensor,
+                       mel_lengths: torch.Tensor) -> torch.Tensor:
+        """(B, L) frames per token of the monotonic hard alignment of ``mels`` (B, T, n_mels) to ``tokens``
+        (B, L): the durations a teacher-forced ``forward`` uses, computed without the encoder, the
+        predictors or the decoder (the aligner sees only the token embeddings and the mels)."""
+        token_mask = lengths_to_mask(token_lengths, tokens.shape[1])
+        return self.attend(self.embedding(tokens), token_lengths, token_mask, mels, mel_lengths)[2].sum(dim=1)
+
     def forward(self, tokens: torch.Tensor, token_lengths: torch.Tensor, speaker: torch.Tensor,
                 mels: Optional[torch.Tensor] = None, mel_lengths: Optional[torch.Tensor] = None,
                 pitch: Optional[torch.Tensor] = None, energy: Optional[torch.Tensor] = None,
@@ -352,9 +368,7 @@ class AcousticModel(nn.Module):
         out = AcousticOutput(mel=x, mel_lengths=token_lengths, log_durations=log_durations, durations=log_durations)
         if mels is not None and durations is None:
             assert mel_lengths is not None
-            prior = beta_binomial_prior(token_lengths, mel_lengths, self.prior_scale)[:, : mels.shape[1]]
-            out.attn_soft, out.attn_log = self.aligner(mels, emb, token_mask, prior)
-            out.attn_hard = maximum_path(out.attn_log, token_lengths, mel_lengths)
+            out.attn_soft, out.attn_log, out.attn_hard = self.attend(emb, token_lengths, token_mask, mels, mel_lengths)
             durations = out.attn_hard.sum(dim=1)  # (B, L)
         elif durations is None:
             durations = torch.clamp(torch.round((torch.exp(log_durations) - 1) / pace), min=0)
