@@ -68,6 +68,11 @@ def test_evaluate_two_checkpoints_writes_every_file_and_cell(checkpoints, tmp_pa
             for s in (d["against"], d["system"]))
     assert d["mean"] == pytest.approx(sum(y - x for x, y in zip(a, b)) / len(a)) and d["clusters"] == 2
     assert d["ci_low"] <= d["mean"] <= d["ci_high"] and "## Paired differences against" in (out / "results.md").read_text()
+    # word error rates of each adapted cell against the same system unadapted and against the vocoder ceiling
+    rises = results["intelligibility"]
+    assert len(rises) == 2 * 2 * 2 and {e["against"] for e in rises} == {"0 steps", "vocoder ceiling"}
+    assert all(e["steps"] == 2 and e["metric"] == "wer" for e in rises)
+    assert "## Word error rate: rise with adaptation" in (out / "results.md").read_text()
     # --samples defaults to 2: 2 speakers x 2 queries x (2 references + 2 systems x 4 cells) clips
     assert len(results["samples"]) == 2 * 2 * (2 + 2 * 4) and all((out / s["audio"]).is_file() for s in results["samples"])
     assert results["metrics"] == list(METRICS)  # the default judge (resemblyzer) and recogniser

@@ -1,5 +1,5 @@
 """Stopping ``fit`` from outside. SIGTERM and SIGINT save the step reached to ``last.ckpt`` and exit
-143/130 (one process, and every rank of 2-process CPU DDP); ``kill -9`` in the middle of a checkpoint
+143/130 (one process, with DataLoader workers, and every rank of 2-process CPU DDP); ``kill -9`` in the middle of a checkpoint
 write leaves ``last.ckpt`` whole; ``ckpt_path=last`` then continues the run in place.
 (``preprocess`` killed mid-way: ``test_cache.test_resume_after_kill``.)
 """
@@ -181,6 +181,24 @@ def test_signal_saves_the_step_reached_and_exits_nonzero(tmp_path: Path, synthet
     assert "success" not in fit.output.lower()
     load_learner(last)
     _resume_and_check(args, run_dir, saved)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_to_the_process_group_leaves_dataloader_workers_quiet(tmp_path: Path, synthetic_root: Path,
+                                                                       cache: Path, fits, signum: signal.Signals) -> None:
+    """With DataLoader workers (``data.num_workers=2``), a signal to the whole process group (Ctrl-C, SLURM,
+    ``kill -- -PGID``) is handled by the training process alone: it saves its step and exits with the
+    signal's code, and no worker dies of the signal or prints a traceback."""
+    runs = tmp_path / "runs"
+    args = _fit_args(runs, synthetic_root, cache, "trainer.val_check_interval=100000", "data.num_workers=2")
+    fit = fits([*args, "trainer.max_steps=100000"])
+    fit.wait_until(lambda: ARMED in fit.output, "training to start")
+    time.sleep(1.0)  # the workers are serving batches
+    os.killpg(fit.proc.pid, signum)
+    run_dir, last, saved = _stopped_by(fit, signum, runs)
+    assert f"fit stopped by {signum.name} at step {saved}: saved {last}; resume with ckpt_path=last" in fit.output
+    assert "Traceback" not in fit.output and "DataLoader worker" not in fit.output, fit.output[-4000:]
+    load_learner(last)
 
 
 @pytest.mark.parametrize("signum, to_group", [(signal.SIGTERM, False), (signal.SIGINT, True)],

@@ -9,7 +9,8 @@ import pytest
 
 from lightning_tts.config import load_config
 from lightning_tts.errors import DataError
-from lightning_tts.evaluation.grid import run_evaluation
+from lightning_tts.evaluation.grid import intelligibility, run_evaluation
+from lightning_tts.evaluation.report import intelligibility_markdown
 from lightning_tts.evaluation.stats import format_rate, paired_bootstrap, rate_at
 
 
@@ -39,6 +40,37 @@ def test_nan_pairs_are_dropped_and_one_speaker_has_no_interval() -> None:
     assert one["mean"] == 1.5 and math.isnan(one["ci_low"]) and math.isnan(one["ci_high"])
     with pytest.raises(ValueError, match="equal lengths"):
         paired_bootstrap([0], [1, 2], ["a", "a"])
+
+
+class _Set:
+    """A speaker set's two fields that ``intelligibility`` reads."""
+
+    def __init__(self, speaker: str, query: list[str]) -> None:
+        self.speaker, self.query = speaker, query
+
+
+def _row(system: str, shots, steps, wer: list[float]) -> dict:
+    return {"system": system, "shots": shots, "steps": steps, "metrics": {"wer": {"values": wer}}}
+
+
+def test_word_error_rates_are_paired_against_no_adaptation_and_the_vocoder_ceiling() -> None:
+    """Hand-made grid: 2 speakers x 2 queries; the adapted cell's WER minus its unadapted cell and minus
+    the vocoder-ceiling row, per query, averaged; reference rows and unadapted cells get no entry."""
+    sets = [_Set("a", ["a1", "a2"]), _Set("b", ["b1", "b2"])]
+    rows = [_row("ground truth", None, None, [0.5, 0.5, 0.5, 0.5]), _row("vocoder ceiling", None, None, [0.6, 0.4, 0.8, 0.6]),
+            _row("s", 5, 0, [0.2, 0.2, 0.4, 0.4]), _row("s", 5, 5, [0.6, 0.6, 0.8, 0.6])]
+    entries = intelligibility(rows, sets, seed=0)
+    assert [(e["steps"], e["against"]) for e in entries] == [(5, "0 steps"), (5, "vocoder ceiling")]
+    rise, ceiling = entries
+    assert rise["mean"] == pytest.approx(0.35) and rise["clusters"] == 2  # (0.4 + 0.4 + 0.4 + 0.2) / 4
+    assert rise["ci_low"] == pytest.approx(0.3) and rise["ci_high"] == pytest.approx(0.4)  # speaker means 0.4, 0.3
+    assert ceiling["mean"] == pytest.approx(0.05)  # (0 + 0.2 + 0 + 0) / 4
+    table = "\n".join(intelligibility_markdown(entries))
+    assert "| s | 5 | 5 | +0.350 [+0.300, +0.400] | +0.050 [+0.000, +0.100] |" in table
+    # without a recogniser (no wer) or without unadapted cells there is nothing, or only the ceiling, to compare
+    assert intelligibility([{**r, "metrics": {}} for r in rows], sets, seed=0) == []
+    assert [e["against"] for e in intelligibility(rows[:2] + rows[3:], sets, seed=0)] == ["vocoder ceiling"]
+    assert intelligibility_markdown([]) == []
 
 
 def test_rates_per_step_count_are_looked_up_and_shown() -> None:

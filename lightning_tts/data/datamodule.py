@@ -8,6 +8,7 @@ model compared on a corpus sees the same tasks.
 from __future__ import annotations
 
 import logging
+import signal
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,20 @@ from lightning_tts.paths import resolve_path
 from lightning_tts.text import TextProcessor
 
 log = logging.getLogger(__name__)
+
+
+#: Signals a training process turns into a checkpoint and a clean stop, or a requeue (``callbacks/signals.py``).
+#: A terminal's Ctrl-C, SLURM and ``kill -- -PGID`` send them to every process of the group, DataLoader
+#: workers included, whose default action would end them mid-batch.
+WORKER_IGNORED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
+
+
+def ignore_stop_signals(worker_id: int) -> None:
+    """``worker_init_fn`` of every loader with workers: a worker ignores ``WORKER_IGNORED_SIGNALS``, so a
+    signal to the whole process group reaches the training process alone, which saves its step and then
+    shuts the workers down (they also exit by themselves if it dies: PyTorch's worker watchdog)."""
+    for signum in WORKER_IGNORED_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
 
 
 @dataclass
@@ -287,10 +302,11 @@ class SpeakerTaskDataModule(pl.LightningDataModule):
         return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
     def _loader(self, sampler: Any, collate: Callable) -> DataLoader:
-        """A loader whose sampler yields whole batches of indices."""
+        """A loader whose sampler yields whole batches of indices (workers: see ``ignore_stop_signals``)."""
         workers = self.data["num_workers"]
         return DataLoader(_BatchDataset(self.dataset), batch_size=None, sampler=sampler, collate_fn=collate,
-                          num_workers=workers, persistent_workers=workers > 0)
+                          num_workers=workers, persistent_workers=workers > 0,
+                          worker_init_fn=ignore_stop_signals if workers > 0 else None)
 
     def train_dataloader(self) -> DataLoader:
         rank, world = self._rank()

@@ -15,6 +15,9 @@ from lightning_tts.plots import adaptation_curves_figure, save_figure
 
 CURVES_FILE = "adaptation_curves.png"
 REPORT_FILES = ("results.json", "results.csv", "results.md", CURVES_FILE, "report.html")
+#: The reference row a clone's word error rate is read against: the speaker's own recording through the
+#: same vocoder, i.e. what an exact clone would sound like in this evaluation.
+CEILING = "vocoder ceiling"
 
 
 def write_report(results: dict[str, Any], out: Path) -> list[Path]:
@@ -69,7 +72,26 @@ def results_markdown(results: dict[str, Any]) -> str:
                   "", "| system | shots | steps | metric | mean difference | 95 % CI |", "|---|---|---|---|---|---|"]
         lines += [f"| {d['system']} | {d['shots']} | {d['steps']} | {d['metric']} | {d['mean']:+.3f} | "
                   f"[{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] |" for d in differences] + [""]
-    return "\n".join(lines)
+    return "\n".join(lines + intelligibility_markdown(results.get("intelligibility") or []))
+
+
+def intelligibility_markdown(entries: list[dict[str, Any]]) -> list[str]:
+    """The ``intelligibility`` entries of a results file as a table: each adapted cell's WER minus the
+    same system unadapted (the rise) and minus the vocoder ceiling (the speaker's own voice); none: no lines."""
+    if not entries:
+        return []
+    cells = list(dict.fromkeys((e["system"], e["shots"], e["steps"]) for e in entries))
+    lines = ["## Word error rate: rise with adaptation, and against the speaker's own voice (paired, speaker-clustered "
+             "bootstrap 95 % CI)", "",
+             "A faithful clone scores about 0 against the vocoder ceiling (the recordings through the same vocoder); "
+             "its rise over the unadapted voice includes how much harder the recogniser finds the real speakers.", "",
+             "| system | shots | steps | minus 0 steps | minus vocoder ceiling |", "|---|---|---|---|---|"]
+    for cell in cells:
+        found = {e["against"]: e for e in entries if (e["system"], e["shots"], e["steps"]) == cell}
+        shown = [f"{d['mean']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]" if d else "-"
+                 for d in (found.get("0 steps"), found.get(CEILING))]
+        lines.append(f"| {cell[0]} | {cell[1]} | {cell[2]} | " + " | ".join(shown) + " |")
+    return lines + [""]
 
 
 def results_metrics(results: dict[str, Any]) -> list[str]:
