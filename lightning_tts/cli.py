@@ -360,6 +360,33 @@ def _evaluate(args: argparse.Namespace, cfg: Optional[DictConfig]) -> int:
     return 0
 
 
+def _compare_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("results", nargs="+", metavar="RESULTS_JSON",
+                   help="results.json files of evaluate (or of an experiment's evaluate stage) over the same "
+                        "test speakers and queries")
+    p.add_argument("--reference", required=True, metavar="SYSTEM",
+                   help="the system every other is paired against (NAME@I for the system NAME of the I-th file "
+                        "when several files have it)")
+    p.add_argument("--metrics", default=None, metavar="M1,M2",
+                   help="comma-separated metrics (default: every metric all files scored)")
+    p.add_argument("--out", default=None, metavar="FILE.md", help="also write the table to this file")
+
+
+def _compare(args: argparse.Namespace, cfg: Optional[DictConfig]) -> int:
+    """Paired differences against a chosen system, across one or more evaluations."""
+    from lightning_tts.atomic import require_parent, write_text
+    from lightning_tts.evaluation.compare import compare_markdown, compare_results
+
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
+    out = require_parent(args.out, "write") if args.out else None
+    text = compare_markdown(args.results, compare_results(args.results, args.reference, metrics))
+    print(text)
+    if out is not None:
+        write_text(out, text + "\n")
+        print(f"wrote {out}")
+    return 0
+
+
 def _embed_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True,
                    help="a checkpoint with a speaker encoder (a metric run), or 'resemblyzer' for the pretrained judge")
@@ -434,6 +461,8 @@ COMMANDS: dict[str, Command] = {
                           _synthesize_args, uses_config=False),
     "evaluate": Command("few-shot evaluation tables, adaptation curves and a listening page", _evaluate,
                         _evaluate_args),
+    "compare": Command("paired differences against any system, across evaluations of the same test queries",
+                       _compare, _compare_args, uses_config=False),
     "experiment": Command("the whole few-shot comparison: train every system, tune on validation speakers, "
                           "evaluate on test speakers (resumable)", _experiment, _experiment_args, uses_config=False),
     "embed": Command("speaker embeddings of a split -> embeddings.npz and a UMAP speaker map", _embed, _embed_args),

@@ -9,7 +9,7 @@ warm-start from an earlier system (``init_from: baseline``: that system's ``last
 2. ``tune lr=<rate>`` for each candidate rate (``tune.lrs``, plus the learner's own rate): every
    checkpoint adapts to the *validation* speakers (``evaluate --split val``) at ``tune.shots`` and each
    of ``tune.steps``; each system keeps, per step count, the rate with the best ``tune.metric``
-   (``<out>/tune/choice.json``);
+   (``<out>/tune/choice.json``; only that metric is scored);
 3. ``evaluate``: the test speakers, every system with its chosen rate, into ``<out>/evaluate``
    (``results.json``/``.md``, paired differences against the first system, ``report.html``);
    ``evaluate.name`` and ``evaluate.overrides`` add a second evaluation of the same trained systems
@@ -338,7 +338,8 @@ class Experiment:
                 self.say(f"{stage.name}: K={tune.shots}, steps={list(tune.steps)}")
                 started = time.time()
                 results = run_evaluation(cfg, paths, [tune.shots], tune.steps, self.out / "tune" / f"lr-{label}",
-                                         samples=0, split="val", adapt_lrs=[lr] * len(paths), names=names)
+                                         samples=0, split="val", adapt_lrs=[lr] * len(paths), names=names,
+                                         metrics=[tune.metric])  # the criterion only: no PESQ, no judge unless it is one
                 cells: dict[str, dict[str, float]] = {name: {} for name in names}
                 for r in results["rows"]:
                     if r["shots"] is not None:

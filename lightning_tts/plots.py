@@ -75,7 +75,9 @@ def adaptation_curves_figure(results: Mapping[str, Any], metrics: Sequence[str],
     bars; the reference rows (ground truth, vocoder ceiling) as grey horizontal lines."""
     plt = pyplot()
     rows = results["rows"]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 4.2), constrained_layout=True)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 4.2), constrained_layout=True,
+                             squeeze=False)  # (1, len(metrics)) even for one metric
+    axes = axes[0]
     systems = list(dict.fromkeys(r["system"] for r in rows if r["shots"] is not None))
     for ax, metric in zip(axes, metrics):
         for i, system in enumerate(systems):

@@ -11,6 +11,8 @@ import pytest
 from conftest import execute_notebook
 from lightning_tts.cli import main
 from lightning_tts.config import load_config
+from lightning_tts.errors import DataError
+from lightning_tts.evaluation.grid import check_metrics
 from lightning_tts.evaluation.scoring import METRICS
 from lightning_tts.training import run
 
@@ -113,3 +115,15 @@ def test_evaluate_bad_input(checkpoints, tmp_path: Path, capsys) -> None:
     assert main(["evaluate", "--checkpoint", paths[0], "--shots", "40", "--out", str(tmp_path / "e"), *overrides]) == 1
     assert "no test speaker has 40 support" in capsys.readouterr().err
     assert main(["evaluate", "--checkpoint", paths[0], "--out", "/nonexistent/dir/e", *overrides]) == 1
+
+
+@pytest.mark.parametrize("metrics, overrides, message", [
+    ([], [], "needs at least one metric"),
+    (["mcd", "loudness"], [], "unknown metric 'loudness'"),
+    (["speaker_sim"], ["fewshot.speaker_encoder=none"], "speaker_sim needs a judge"),
+    (["wer"], ["fewshot.wer=false"], "wer and cer need the recogniser"),
+])
+def test_a_bad_metric_selection_fails_in_one_line(metrics: list[str], overrides: list[str], message: str) -> None:
+    with pytest.raises(DataError, match=message):
+        check_metrics(metrics, load_config([], overrides))
+    check_metrics(["mcd", "speaker_sim"], load_config([], []))  # the defaults allow both

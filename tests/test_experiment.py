@@ -57,7 +57,7 @@ def test_overrides_go_to_the_experiment_or_to_every_run() -> None:
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (["systems.maml.init_from=maml_scratch"], "systems.maml.init_from='maml_scratch' is not a system listed before 'maml'"),
+    (["systems.metric.init_from=maml_zeroshot"], "systems.metric.init_from='maml_zeroshot' is not a system listed before 'metric'"),
     (["tune.metric=loudness"], "tune.metric must be one of"),
     (["tune.lrs=[0.0]"], "tune needs rates > 0"),
     (["tune.steps=[]"], "tune needs rates > 0, shots >= 1 and steps >= 1"),
@@ -157,7 +157,10 @@ def test_experiment_resumes_after_a_kill_between_stages(synthetic_root: Path, tm
     choice = json.loads((out / "tune" / "choice.json").read_text())
     results = json.loads((out / "evaluate" / "results.json").read_text())
     assert choice["split"] == "val" and set(choice["chosen"]) == {"baseline", "maml"}
-    assert not set(json.loads((out / "tune" / "lr-own" / "results.json").read_text())["speakers"]) & set(results["speakers"])
+    tuned = json.loads((out / "tune" / "lr-own" / "results.json").read_text())
+    assert not set(tuned["speakers"]) & set(results["speakers"])
+    assert tuned["metrics"] == ["mcd"] and tuned["speaker_encoder"] is None  # tuning scores its criterion only
+    assert "speaker_sim" in results["metrics"]
     for entry in results["checkpoints"]:  # tuned at 1 step: every evaluated step count (0, 1) takes that rate
         chosen = choice["chosen"][entry["system"]]["1"]
         assert entry["adapt_lr"] == {n: None if chosen == "own" else float(chosen) for n in ("0", "1")}

@@ -9,7 +9,7 @@ import pytest
 
 from lightning_tts.config import load_config
 from lightning_tts.errors import DataError
-from lightning_tts.evaluation.grid import intelligibility, run_evaluation
+from lightning_tts.evaluation.grid import intelligibility, query_clusters, run_evaluation
 from lightning_tts.evaluation.report import intelligibility_markdown
 from lightning_tts.evaluation.stats import format_rate, paired_bootstrap, rate_at
 
@@ -42,13 +42,6 @@ def test_nan_pairs_are_dropped_and_one_speaker_has_no_interval() -> None:
         paired_bootstrap([0], [1, 2], ["a", "a"])
 
 
-class _Set:
-    """A speaker set's two fields that ``intelligibility`` reads."""
-
-    def __init__(self, speaker: str, query: list[str]) -> None:
-        self.speaker, self.query = speaker, query
-
-
 def _row(system: str, shots, steps, wer: list[float]) -> dict:
     return {"system": system, "shots": shots, "steps": steps, "metrics": {"wer": {"values": wer}}}
 
@@ -56,10 +49,11 @@ def _row(system: str, shots, steps, wer: list[float]) -> dict:
 def test_word_error_rates_are_paired_against_no_adaptation_and_the_vocoder_ceiling() -> None:
     """Hand-made grid: 2 speakers x 2 queries; the adapted cell's WER minus its unadapted cell and minus
     the vocoder-ceiling row, per query, averaged; reference rows and unadapted cells get no entry."""
-    sets = [_Set("a", ["a1", "a2"]), _Set("b", ["b1", "b2"])]
+    clusters = query_clusters({"a": {"support": [], "query": ["a1", "a2"]}, "b": {"support": [], "query": ["b1", "b2"]}})
+    assert clusters == ["a", "a", "b", "b"]
     rows = [_row("ground truth", None, None, [0.5, 0.5, 0.5, 0.5]), _row("vocoder ceiling", None, None, [0.6, 0.4, 0.8, 0.6]),
             _row("s", 5, 0, [0.2, 0.2, 0.4, 0.4]), _row("s", 5, 5, [0.6, 0.6, 0.8, 0.6])]
-    entries = intelligibility(rows, sets, seed=0)
+    entries = intelligibility(rows, clusters, seed=0)
     assert [(e["steps"], e["against"]) for e in entries] == [(5, "0 steps"), (5, "vocoder ceiling")]
     rise, ceiling = entries
     assert rise["mean"] == pytest.approx(0.35) and rise["clusters"] == 2  # (0.4 + 0.4 + 0.4 + 0.2) / 4
@@ -68,8 +62,8 @@ def test_word_error_rates_are_paired_against_no_adaptation_and_the_vocoder_ceili
     table = "\n".join(intelligibility_markdown(entries))
     assert "| s | 5 | 5 | +0.350 [+0.300, +0.400] | +0.050 [+0.000, +0.100] |" in table
     # without a recogniser (no wer) or without unadapted cells there is nothing, or only the ceiling, to compare
-    assert intelligibility([{**r, "metrics": {}} for r in rows], sets, seed=0) == []
-    assert [e["against"] for e in intelligibility(rows[:2] + rows[3:], sets, seed=0)] == ["vocoder ceiling"]
+    assert intelligibility([{**r, "metrics": {}} for r in rows], clusters, seed=0) == []
+    assert [e["against"] for e in intelligibility(rows[:2] + rows[3:], clusters, seed=0)] == ["vocoder ceiling"]
     assert intelligibility_markdown([]) == []
 
 

@@ -52,6 +52,22 @@ def test_score_pair_reports_wer_only_with_a_recogniser() -> None:
         score_pair(wav, wav, 16000, transcribe=lambda _: "")
 
 
+def test_score_pair_computes_only_the_selected_metrics() -> None:
+    t = torch.arange(8000) / 16000
+    ref = torch.sin(2 * torch.pi * 150 * t) * 0.5
+    syn = torch.sin(2 * torch.pi * 180 * t) * 0.4 + 0.01 * torch.randn(8000, generator=torch.Generator().manual_seed(0))
+    calls: list[int] = []
+    similarity = lambda wav: calls.append(1) or 0.5  # noqa: E731  (counts judge calls)
+    full = score_pair(ref, syn, 16000, similarity)
+    assert len(calls) == 1
+    only_mcd = score_pair(ref, syn, 16000, similarity, only=["mcd"])
+    assert only_mcd == {"mcd": full["mcd"]} and len(calls) == 1  # the judge was not asked
+    f0 = score_pair(ref, syn, 16000, only=["f0_rmse", "stoi"])
+    assert list(f0) == ["stoi", "f0_rmse"] and f0 == {"stoi": full["stoi"], "f0_rmse": full["f0_rmse"]}
+    assert score_pair(ref, syn, 16000, similarity, only=["speaker_sim"]) == {"speaker_sim": 0.5}
+    assert score_pair(ref, syn, 16000, only=["speaker_sim", "wer"]) == {}  # neither a judge nor a recogniser
+
+
 @needs_espeak
 def test_recogniser_transcribes_a_recording_of_known_text() -> None:
     from lightning_tts.data.espeak import ESPEAK_SAMPLE_RATE, EspeakEngine, EspeakVoice

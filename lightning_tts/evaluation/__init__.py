@@ -8,5 +8,6 @@ synthesise a fixed query set, and score it against the recordings.
 - ``grid``: the shots x steps grid over checkpoints (``run_evaluation``);
 - ``samples``: the kept audio (and mel thumbnails) of the first queries of each speaker;
 - ``report``: results as CSV, Markdown tables and adaptation curves;
-- ``listening``: the self-contained listening page ``report.html`` (players, tables, curves).
+- ``listening``: the self-contained listening page ``report.html`` (players, tables, curves);
+- ``compare``: paired differences against any system, across results files of the same test queries.
 """

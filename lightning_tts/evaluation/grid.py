@@ -32,11 +32,11 @@ from lightning_tts.data.datamodule import build_datamodule
 from lightning_tts.data.plans import TaskBatches
 from lightning_tts.devices import resolve_device
 from lightning_tts.errors import DataError, LightningTTSError
-from lightning_tts.evaluation.judges import Embedder, build_judge, judge_checkpoint, judge_record
+from lightning_tts.evaluation.judges import NO_JUDGE, Embedder, build_judge, judge_checkpoint, judge_kind, judge_record
 from lightning_tts.evaluation.recognizer import RECOGNIZER, Transcriber, transcriber
 from lightning_tts.evaluation.report import CEILING, write_report
 from lightning_tts.evaluation.samples import SampleWriter
-from lightning_tts.evaluation.scoring import metric_names, score_pair, similarity_to
+from lightning_tts.evaluation.scoring import METRICS, metric_names, score_pair, similarity_to
 from lightning_tts.evaluation.speaker_sets import SpeakerSet, fixed_speaker_sets, support_batch
 from lightning_tts.evaluation.stats import Rate, mean_ci, paired_bootstrap, rate_at
 from lightning_tts.learners import load_learner
@@ -61,14 +61,16 @@ class Evaluator:
         embed: the judge's embedding function (adds ``speaker_sim``).
         transcribe: a recogniser (adds ``wer`` and ``cer`` against each query's text).
         keep: called with every clip before it is scored (``SampleHook``), e.g. to write samples.
+        only: score only these metrics (default: every metric the judge and recogniser allow).
     """
 
     def __init__(self, sets: list[SpeakerSet], sample_rate: int, vocoder: VocoderConfig,
                  progress: Optional[Callable[[str], None]] = None, embed: Optional[Embedder] = None,
-                 keep: Optional[SampleHook] = None, transcribe: Optional[Transcriber] = None) -> None:
+                 keep: Optional[SampleHook] = None, transcribe: Optional[Transcriber] = None,
+                 only: Optional[Sequence[str]] = None) -> None:
         self.sets, self.sample_rate, self.vocoder, self.embed = sets, sample_rate, vocoder, embed
         self.transcribe = transcribe
-        self.metrics = metric_names(embed is not None, transcribe is not None)
+        self.metrics = metric_names(embed is not None, transcribe is not None, only)
         self.progress = progress or (lambda _: None)
         self.keep = keep or (lambda *_: None)
         self._audio: dict[str, torch.Tensor] = {}
@@ -85,11 +87,11 @@ class Evaluator:
         recording's judge embedding is computed once per utterance."""
         ref = self.recording(utt)
         similarity = None
-        if self.embed is not None:
+        if self.embed is not None and "speaker_sim" in self.metrics:
             if utt.utterance_id not in self._embeddings:
                 self._embeddings[utt.utterance_id] = self.embed(ref)
             similarity = similarity_to(self._embeddings[utt.utterance_id], self.embed)
-        return score_pair(ref, syn, self.sample_rate, similarity, utt.text, self.transcribe)
+        return score_pair(ref, syn, self.sample_rate, similarity, utt.text, self.transcribe, self.metrics)
 
     def reference_rows(self, features: FeatureParams) -> list[dict[str, Any]]:
         """Ground truth (recording vs itself) and vocoder ceiling (ground-truth mel -> vocoder)."""
@@ -139,35 +141,42 @@ class Evaluator:
                 "metrics": {m: mean_ci([s[m] for s in scores]) for m in self.metrics}}
 
 
-def paired_differences(rows: list[dict[str, Any]], sets: Sequence[SpeakerSet], metrics: Sequence[str],
-                       seed: int) -> list[dict[str, Any]]:
-    """Every system against the first checkpoint's system, cell by cell (same K, same steps): the
-    mean paired difference (other - first) per metric with a speaker-clustered bootstrap 95 % CI
-    (``stats.paired_bootstrap``; every cell scores the same queries in the same order)."""
-    clusters = [s.speaker for s in sets for _ in s.query]
+def query_clusters(speakers: Mapping[str, Mapping[str, Sequence[str]]]) -> list[str]:
+    """The speaker of every query, in grid order, from ``results.json``'s ``speakers`` (speaker ->
+    ``support``/``query`` utterance ids): the clusters of the paired bootstrap."""
+    return [speaker for speaker, chosen in speakers.items() for _ in chosen["query"]]
+
+
+def paired_differences(rows: list[dict[str, Any]], clusters: Sequence[str], metrics: Sequence[str],
+                       seed: int, reference: Optional[str] = None) -> list[dict[str, Any]]:
+    """Every system against ``reference`` (default: the first system of ``rows``), cell by cell (same K,
+    same steps): the mean paired difference (other - reference) per metric with a speaker-clustered
+    bootstrap 95 % CI (``stats.paired_bootstrap``; every cell scores the same queries in the same order,
+    ``clusters`` giving each query's speaker). A cell the reference lacks is left out."""
     grid = [r for r in rows if r["shots"] is not None]
     systems = list(dict.fromkeys(r["system"] for r in grid))
+    reference = systems[0] if reference is None else reference
     out = []
     for row in grid:
-        if row["system"] == systems[0]:
+        first = next((r for r in grid if r["system"] == reference and (r["shots"], r["steps"]) == (row["shots"], row["steps"])),
+                     None)
+        if row["system"] == reference or first is None:
             continue
-        first = next(r for r in grid if r["system"] == systems[0] and (r["shots"], r["steps"]) == (row["shots"], row["steps"]))
         for metric in metrics:
             diff = paired_bootstrap(first["metrics"][metric]["values"], row["metrics"][metric]["values"], clusters,
                                     seed=seed)
-            out.append({"system": row["system"], "against": systems[0], "shots": row["shots"], "steps": row["steps"],
+            out.append({"system": row["system"], "against": reference, "shots": row["shots"], "steps": row["steps"],
                         "metric": metric, **diff})
     return out
 
 
-def intelligibility(rows: list[dict[str, Any]], sets: Sequence[SpeakerSet], seed: int) -> list[dict[str, Any]]:
+def intelligibility(rows: list[dict[str, Any]], clusters: Sequence[str], seed: int) -> list[dict[str, Any]]:
     """Word error rate of every adapted cell against two references, paired on the same queries with a
     speaker-clustered bootstrap 95 % CI (``stats.paired_bootstrap``): ``against="0 steps"``, the same
     system and K unadapted (the rise with adaptation); ``against="vocoder ceiling"``, the speaker's own
     recordings through the same vocoder (a faithful clone scores about 0 here, while its rise over a
     mean voice the recogniser reads more easily can be well above 0). Empty without ``wer`` scores.
     """
-    clusters = [s.speaker for s in sets for _ in s.query]
     refs = {r["system"]: r for r in rows if r["shots"] is None}
     grid = [r for r in rows if r["shots"] is not None and "wer" in r["metrics"]]
     out = []
@@ -207,18 +216,38 @@ def refuse_training_speakers(checkpoints: Sequence[str], learners: Sequence[Base
                             f"(data.splits.{split}_speakers or data.splits.seed as in its training run)")
 
 
+def check_metrics(metrics: Sequence[str], cfg: DictConfig) -> None:
+    """Refuse a metric selection that names no metric, an unknown one, or one the run config turns
+    off (``speaker_sim`` without a judge, ``wer``/``cer`` with ``fewshot.wer=false``).
+
+    Raises:
+        DataError: naming the metric.
+    """
+    if not metrics:
+        raise DataError("a metric selection needs at least one metric")
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        raise DataError(f"unknown metric {unknown[0]!r}: one of {', '.join(METRICS)}")
+    if "speaker_sim" in metrics and judge_kind(cfg.fewshot.speaker_encoder) == NO_JUDGE:
+        raise DataError("metric speaker_sim needs a judge, but fewshot.speaker_encoder is none")
+    if {"wer", "cer"} & set(metrics) and not cfg.fewshot.wer:
+        raise DataError("metrics wer and cer need the recogniser, but fewshot.wer=false")
+
+
 def run_evaluation(cfg: DictConfig, checkpoints: Sequence[str], shots: Sequence[int], steps: Sequence[int],
                    out: str | Path, progress: Optional[Callable[[str], None]] = None,
                    device: str | torch.device = "cpu", samples: int = 2, split: str = "test",
                    adapt_lrs: Optional[Sequence[Rate]] = None,
                    names: Optional[Sequence[str]] = None,
-                   adapt_options: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
+                   adapt_options: Optional[Mapping[str, Any]] = None,
+                   metrics: Optional[Sequence[str]] = None) -> dict[str, Any]:
     """Evaluate checkpoints over the shots x steps grid on the ``split`` speakers (``test``; ``val`` to
     choose adaptation settings without touching the test speakers), checkpoint i adapting with
     ``adapt_lrs[i]`` (None, or no list: the learner's own rate; a mapping: one rate per step count of
     ``steps``), every checkpoint's adaptation options (``learners.base.ADAPTATION_OPTIONS``) replaced
     by ``adapt_options`` (recorded in ``results.json``), and named ``names[i]`` in the
-    tables (default: ``system_names``); write the
+    tables (default: ``system_names``), scoring only ``metrics`` when given (no judge is loaded
+    without ``speaker_sim``, no recogniser without ``wer``/``cer``); write the
     report files (``report.REPORT_FILES``) into ``out`` (created; its parent must exist), and the audio
     of the first ``samples`` queries per speaker under ``out/samples/`` (0: none). Models
     adapt and synthesise on ``device`` (``auto``: CUDA when present); scoring runs on the CPU.
@@ -245,6 +274,8 @@ def run_evaluation(cfg: DictConfig, checkpoints: Sequence[str], shots: Sequence[
     bad = [lr for lr in every if lr is not None and not lr > 0]
     if bad:
         raise DataError(f"--adapt-lr must be > 0, got {bad[0]}")
+    if metrics is not None:
+        check_metrics(metrics, cfg)
     if names is not None and len(set(names)) != len(names):
         raise DataError(f"system names must be unique, got {list(names)}")
     out.mkdir(exist_ok=True)
@@ -262,33 +293,34 @@ def run_evaluation(cfg: DictConfig, checkpoints: Sequence[str], shots: Sequence[
     refuse_training_speakers(checkpoints, learners, [s.speaker for s in sets], split)
     torch.manual_seed(cfg.seed)
     sample_rate = learners[0].feature_params.sample_rate
-    judge = cfg.fewshot.speaker_encoder
+    judge = cfg.fewshot.speaker_encoder if metrics is None or "speaker_sim" in metrics else None
     embed = build_judge(judge, sample_rate)
     encoder = judge_checkpoint(judge)
     if encoder is not None and file_sha256(encoder) in {file_sha256(c) for c in checkpoints}:
         raise LightningTTSError(f"fewshot.speaker_encoder {encoder} is also a checkpoint under evaluation: "
                                 f"a model must not be graded by its own encoder")
     writer = SampleWriter(out, sets, samples, learners[0].feature_params)
-    transcribe = transcriber(sample_rate) if cfg.fewshot.wer else None
+    transcribe = transcriber(sample_rate) if cfg.fewshot.wer and (metrics is None or {"wer", "cer"} & set(metrics)) else None
     evaluator = Evaluator(sets, sample_rate, build(VocoderConfig, cfg.vocoder), progress=progress, embed=embed,
-                          keep=writer, transcribe=transcribe)
+                          keep=writer, transcribe=transcribe, only=metrics)
     rows = evaluator.reference_rows(learners[0].feature_params)
     names = list(names) if names is not None else system_names(checkpoints, learners)
     for name, learner, lr in zip(names, learners, adapt_lrs):
         rows += evaluator.checkpoint_rows(name, learner, shots, steps, lr)
+    speakers = {s.speaker: {"support": [u.utterance_id for u in s.support], "query": [u.utterance_id for u in s.query]}
+                for s in sets}
+    clusters = query_clusters(speakers)
     results = {
         "seed": cfg.seed, "split_seed": cfg.data.splits.seed, "split": split,
-        "shots": list(shots), "steps": list(steps),
-        "speakers": {s.speaker: {"support": [u.utterance_id for u in s.support],
-                                 "query": [u.utterance_id for u in s.query]} for s in sets},
+        "shots": list(shots), "steps": list(steps), "speakers": speakers,
         "checkpoints": [{"path": str(Path(c).resolve()), "sha256": file_sha256(c), "learner": l.name, "system": n,
                          "adapt_lr": {str(k): v for k, v in lr.items()} if isinstance(lr, Mapping) else lr,
                          "training_cost": l.training_cost, "adapt_options": dict(adapt_options or {})}
                         for c, l, n, lr in zip(checkpoints, learners, names, adapt_lrs)],
         "speaker_encoder": judge_record(judge),
         "metrics": evaluator.metrics, "config": to_container(cfg), "rows": rows, "provenance": provenance(),
-        "differences": paired_differences(rows, sets, evaluator.metrics, cfg.seed),
-        "intelligibility": intelligibility(rows, sets, cfg.seed),
+        "differences": paired_differences(rows, clusters, evaluator.metrics, cfg.seed),
+        "intelligibility": intelligibility(rows, clusters, cfg.seed),
         "recognizer": RECOGNIZER if transcribe is not None else None,
         "samples": writer.entries,
     }

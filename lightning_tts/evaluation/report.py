@@ -66,13 +66,19 @@ def results_markdown(results: dict[str, Any]) -> str:
                 lines.append(f"| {k} | {n} | " + " | ".join(cells) + " |")
         lines.append("")
         lines += [f"{r['system']}: {format_mean_ci(r['metrics'][metric])}  " for r in refs] + [""]
-    differences = results.get("differences") or []
-    if differences:
-        lines += [f"## Paired differences against {differences[0]['against']} (speaker-clustered bootstrap 95 % CI)",
-                  "", "| system | shots | steps | metric | mean difference | 95 % CI |", "|---|---|---|---|---|---|"]
-        lines += [f"| {d['system']} | {d['shots']} | {d['steps']} | {d['metric']} | {d['mean']:+.3f} | "
-                  f"[{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] |" for d in differences] + [""]
+    lines += differences_markdown(results.get("differences") or [])
     return "\n".join(lines + intelligibility_markdown(results.get("intelligibility") or []))
+
+
+def differences_markdown(differences: list[dict[str, Any]]) -> list[str]:
+    """The paired differences (``grid.paired_differences`` entries, one reference) as a table: one line per
+    (system, K, steps, metric); nothing when there are none."""
+    if not differences:
+        return []
+    return [f"## Paired differences against {differences[0]['against']} (speaker-clustered bootstrap 95 % CI)",
+            "", "| system | shots | steps | metric | mean difference | 95 % CI |", "|---|---|---|---|---|---|",
+            *[f"| {d['system']} | {d['shots']} | {d['steps']} | {d['metric']} | {d['mean']:+.3f} | "
+              f"[{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] |" for d in differences], ""]
 
 
 def intelligibility_markdown(entries: list[dict[str, Any]]) -> list[str]:

@@ -6,7 +6,7 @@ its value in ``score_pair``.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable, Collection, Optional
 
 import torch
 
@@ -21,11 +21,11 @@ LOWER_IS_BETTER = {"mcd": True, "pesq": False, "stoi": False, "f0_rmse": True, "
 Similarity = Callable[[torch.Tensor], float]  # synthesis waveform -> its speaker similarity to the recording
 
 
-def metric_names(judged: bool, transcribed: bool = False) -> list[str]:
-    """The metrics ``score_pair`` reports; ``speaker_sim`` only with a judge, ``wer``/``cer`` only
-    with a recogniser."""
+def metric_names(judged: bool, transcribed: bool = False, only: Optional[Collection[str]] = None) -> list[str]:
+    """The metrics ``score_pair`` reports, in ``METRICS`` order; ``speaker_sim`` only with a judge,
+    ``wer``/``cer`` only with a recogniser, and only those in ``only`` when it is given."""
     optional = {"speaker_sim": judged, "wer": transcribed, "cer": transcribed}
-    return [m for m in METRICS if optional.get(m, True)]
+    return [m for m in METRICS if optional.get(m, True) and (only is None or m in only)]
 
 
 def similarity_to(reference: torch.Tensor, embed: Embedder) -> Similarity:
@@ -35,23 +35,34 @@ def similarity_to(reference: torch.Tensor, embed: Embedder) -> Similarity:
 
 
 def score_pair(ref: torch.Tensor, syn: torch.Tensor, sample_rate: int, similarity: Optional[Similarity] = None,
-               text: Optional[str] = None, transcribe: Optional[Transcriber] = None) -> dict[str, float]:
-    """Every metric of one (recording, synthesis) pair of waveforms at ``sample_rate``.
+               text: Optional[str] = None, transcribe: Optional[Transcriber] = None,
+               only: Optional[Collection[str]] = None) -> dict[str, float]:
+    """Every metric of one (recording, synthesis) pair of waveforms at ``sample_rate`` (``metric_names``
+    order), or only those in ``only`` (the others are not computed: choosing a rate by MCD needs
+    neither PESQ nor the judge).
 
     MCD-DTW on mel-cepstra; F0 RMSE and V/UV error along the same DTW path (mel-cepstra and path
     computed once); PESQ and STOI (NaN on failure); ``speaker_sim`` only with ``similarity``;
     ``wer`` and ``cer`` of the synthesis's transcript against ``text`` only with ``transcribe``.
     """
-    mcd_value, path = mcd_from_mcep(mel_cepstrum(ref.double().numpy(), sample_rate),
-                                    mel_cepstrum(syn.double().numpy(), sample_rate))
-    f0_rmse, vuv = f0_errors(ref, syn, sample_rate, path)
-    scores = {"mcd": mcd_value, "pesq": pesq_score(ref, syn, sample_rate),
-              "stoi": stoi_score(ref, syn, sample_rate), "f0_rmse": f0_rmse, "vuv_error": vuv}
-    if similarity is not None:
+    wanted = metric_names(similarity is not None, transcribe is not None, only)
+    scores: dict[str, float] = {}
+    if {"mcd", "f0_rmse", "vuv_error"} & set(wanted):
+        scores["mcd"], path = mcd_from_mcep(mel_cepstrum(ref.double().numpy(), sample_rate),
+                                            mel_cepstrum(syn.double().numpy(), sample_rate))
+        if {"f0_rmse", "vuv_error"} & set(wanted):
+            scores["f0_rmse"], scores["vuv_error"] = f0_errors(ref, syn, sample_rate, path)
+    if "pesq" in wanted:
+        scores["pesq"] = pesq_score(ref, syn, sample_rate)
+    if "stoi" in wanted:
+        scores["stoi"] = stoi_score(ref, syn, sample_rate)
+    if "speaker_sim" in wanted:
+        assert similarity is not None
         scores["speaker_sim"] = similarity(syn)
-    if transcribe is not None:
+    if {"wer", "cer"} & set(wanted):
+        assert transcribe is not None
         if text is None:
             raise ValueError("score_pair: a recogniser needs the text the synthesis should say")
         heard = transcribe(syn)
         scores["wer"], scores["cer"] = word_error_rate(text, heard), char_error_rate(text, heard)
-    return scores
+    return {m: scores[m] for m in wanted}
