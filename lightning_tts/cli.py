@@ -369,6 +369,8 @@ def _compare_args(p: argparse.ArgumentParser) -> None:
                         "when several files have it)")
     p.add_argument("--metrics", default=None, metavar="M1,M2",
                    help="comma-separated metrics (default: every metric all files scored)")
+    p.add_argument("--pool", default=None, metavar="S1,S2,...",
+                   help="also compare the per-query mean of these systems (e.g. runs of one recipe with other seeds)")
     p.add_argument("--out", default=None, metavar="FILE.md", help="also write the table to this file")
 
 
@@ -379,7 +381,8 @@ def _compare(args: argparse.Namespace, cfg: Optional[DictConfig]) -> int:
 
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
     out = require_parent(args.out, "write") if args.out else None
-    text = compare_markdown(args.results, compare_results(args.results, args.reference, metrics))
+    pool = [m.strip() for m in args.pool.split(",") if m.strip()] if args.pool else []
+    text = compare_markdown(args.results, compare_results(args.results, args.reference, metrics, pool))
     print(text)
     if out is not None:
         write_text(out, text + "\n")

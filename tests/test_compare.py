@@ -54,6 +54,19 @@ def test_one_file_against_its_first_system_gives_evaluates_own_differences(tmp_p
     assert {e["system"] for e in against_maml} == {"base", "mann"} and {e["against"] for e in against_maml} == {"maml"}
 
 
+def test_systems_pooled_by_query_are_compared_as_one(tmp_path: Path) -> None:
+    path = _results(tmp_path, "runs", [_row("base", [5, 5, 6, 6], [.7, .7, .6, .6]), _row("run1", [4, 5, 5, 6], [.8, .7, .7, .6]),
+                                       _row("run2", [4, 3, 5, 4], [.8, .9, .5, .6])])
+    entries = compare_results([path], "base", ["mcd"], pool=["run1", "run2"])
+    pooled = next(e for e in entries if e["system"] == "mean(run1, run2)")
+    # per-query means 4, 4, 5, 5 -> minus base: -1, -1, -1, -1
+    assert pooled["mean"] == pytest.approx(-1.0) and (pooled["ci_low"], pooled["ci_high"]) == pytest.approx((-1.0, -1.0))
+    assert {e["system"] for e in entries} == {"run1", "run2", "mean(run1, run2)"}
+    for pool in (["run1"], ["run1", "run1"], ["run1", "run3"]):
+        with pytest.raises(DataError, match="--pool needs two or more of the systems"):
+            compare_results([path], "base", pool=pool)
+
+
 def test_compare_command_prints_and_writes_the_table(tmp_path: Path, capsys) -> None:
     first = _results(tmp_path, "first", [_row("base", [5, 5, 6, 6], [.7, .7, .6, .6]), _row("maml", [4, 5, 5, 6], [.8, .7, .7, .6])])
     out = tmp_path / "cmp.md"

@@ -14,9 +14,12 @@ import json
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+import numpy as np
+
 from lightning_tts.errors import DataError
 from lightning_tts.evaluation.grid import paired_differences, query_clusters
 from lightning_tts.evaluation.report import differences_markdown
+from lightning_tts.evaluation.stats import mean_ci
 
 
 def read_results(path: str | Path) -> dict[str, Any]:
@@ -49,14 +52,36 @@ def merged_rows(files: Sequence[tuple[str, dict[str, Any]]]) -> list[dict[str, A
             for label, results in files for r in results["rows"] if r["shots"] is not None]
 
 
-def compare_results(paths: Sequence[str | Path], reference: str,
-                    metrics: Optional[Sequence[str]] = None) -> list[dict[str, Any]]:
+def pooled_rows(rows: list[dict[str, Any]], members: Sequence[str], metrics: Sequence[str]) -> list[dict[str, Any]]:
+    """One row per (K, steps) cell that every member has: the system ``mean(<members>)`` whose score of
+    each query is the mean of the members' scores of it (NaN when any member failed on it). Pooling runs
+    of one recipe (e.g. several training seeds) estimates what the recipe gives on average; its paired
+    CI resamples speakers only, not runs."""
+    name = f"mean({', '.join(members)})"
+    cells = dict.fromkeys((r["shots"], r["steps"]) for r in rows if r["system"] == members[0])
+    pooled = []
+    for shots, steps in cells:
+        found = [next((r for r in rows if r["system"] == m and (r["shots"], r["steps"]) == (shots, steps)), None)
+                 for m in members]
+        if any(r is None for r in found):
+            continue
+        scores = {metric: np.mean([r["metrics"][metric]["values"] for r in found if r is not None], axis=0)  # (queries,)
+                  for metric in metrics}
+        pooled.append({"system": name, "shots": shots, "steps": steps,
+                       "metrics": {metric: mean_ci(list(v)) for metric, v in scores.items()}})
+    return pooled
+
+
+def compare_results(paths: Sequence[str | Path], reference: str, metrics: Optional[Sequence[str]] = None,
+                    pool: Sequence[str] = ()) -> list[dict[str, Any]]:
     """Every system of ``paths`` against ``reference``, per (K, steps) cell and metric (``metrics``:
     default, those every file scored). File i's systems are ``<name>@<i>`` (1-based) when a name is in
-    more than one file.
+    more than one file. ``pool``: two or more systems whose per-query mean is compared too
+    (``pooled_rows``).
 
     Raises:
-        DataError: no file, files of different speakers or queries, an unknown reference or metric.
+        DataError: no file, files of different speakers or queries, an unknown reference, pooled system
+            or metric.
     """
     if not paths:
         raise DataError("compare needs at least one results file")
@@ -75,6 +100,11 @@ def compare_results(paths: Sequence[str | Path], reference: str,
     systems = list(dict.fromkeys(r["system"] for r in rows))
     if reference not in systems:
         raise DataError(f"no system {reference!r} to compare against: one of {', '.join(systems)}")
+    if pool:
+        unknown = [m for m in pool if m not in systems]
+        if len(set(pool)) < 2 or unknown:
+            raise DataError(f"--pool needs two or more of the systems {', '.join(systems)}, got {', '.join(pool)}")
+        rows += pooled_rows(rows, pool, metrics)
     return paired_differences(rows, query_clusters(first["speakers"]), metrics, int(first["seed"]), reference)
 
 
