@@ -102,8 +102,8 @@ def compare_results(paths: Sequence[str | Path], reference: str, metrics: Option
         raise DataError(f"no system {reference!r} to compare against: one of {', '.join(systems)}")
     if pool:
         unknown = [m for m in pool if m not in systems]
-        if len(set(pool)) < 2 or unknown:
-            raise DataError(f"--pool needs two or more of the systems {', '.join(systems)}, got {', '.join(pool)}")
+        if len(pool) < 2 or len(set(pool)) != len(pool) or unknown:
+            raise DataError(f"--pool needs two or more different systems of {', '.join(systems)}, got {', '.join(pool)}")
         rows += pooled_rows(rows, pool, metrics)
     return paired_differences(rows, query_clusters(first["speakers"]), metrics, int(first["seed"]), reference)
 
