@@ -87,7 +87,7 @@ class Evaluator:
         recording's judge embedding is computed once per utterance."""
         ref = self.recording(utt)
         similarity = None
-        if self.embed is not None and "speaker_sim" in self.metrics:
+        if self.embed is not None and "speaker_sim" in self.metrics:  # not selected: no embedding at all
             if utt.utterance_id not in self._embeddings:
                 self._embeddings[utt.utterance_id] = self.embed(ref)
             similarity = similarity_to(self._embeddings[utt.utterance_id], self.embed)

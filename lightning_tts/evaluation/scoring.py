@@ -46,20 +46,21 @@ def score_pair(ref: torch.Tensor, syn: torch.Tensor, sample_rate: int, similarit
     ``wer`` and ``cer`` of the synthesis's transcript against ``text`` only with ``transcribe``.
     """
     wanted = metric_names(similarity is not None, transcribe is not None, only)
+    want = set(wanted)
     scores: dict[str, float] = {}
-    if {"mcd", "f0_rmse", "vuv_error"} & set(wanted):
+    if {"mcd", "f0_rmse", "vuv_error"} & want:
         scores["mcd"], path = mcd_from_mcep(mel_cepstrum(ref.double().numpy(), sample_rate),
                                             mel_cepstrum(syn.double().numpy(), sample_rate))
-        if {"f0_rmse", "vuv_error"} & set(wanted):
+        if {"f0_rmse", "vuv_error"} & want:
             scores["f0_rmse"], scores["vuv_error"] = f0_errors(ref, syn, sample_rate, path)
-    if "pesq" in wanted:
+    if "pesq" in want:
         scores["pesq"] = pesq_score(ref, syn, sample_rate)
-    if "stoi" in wanted:
+    if "stoi" in want:
         scores["stoi"] = stoi_score(ref, syn, sample_rate)
-    if "speaker_sim" in wanted:
+    if "speaker_sim" in want:
         assert similarity is not None
         scores["speaker_sim"] = similarity(syn)
-    if {"wer", "cer"} & set(wanted):
+    if {"wer", "cer"} & want:
         assert transcribe is not None
         if text is None:
             raise ValueError("score_pair: a recogniser needs the text the synthesis should say")
