@@ -115,7 +115,7 @@ def learner_steps(root: Path, tmp: Path, repeats: int, inner_steps: int, shots: 
                               token_lengths=torch.cat([r.token_lengths for r in rows]),
                               mels=torch.cat([pad(r.mels, t_max) for r in rows]),
                               mel_lengths=torch.cat([r.mel_lengths for r in rows]),
-                              speaker_ids=torch.zeros(len(rows), dtype=torch.long),
+                              speaker_ids=torch.zeros(len(rows), dtype=torch.long, device=s.tokens.device),
                               speakers=[r.speakers[0] for r in rows], utterance_ids=[r.utterance_ids[0] for r in rows])
 
     results: dict[str, Any] = {"inner_steps": inner_steps, "shots": shots, "queries": shots}
