@@ -9,7 +9,8 @@ warm-start from an earlier system (``init_from: baseline``: that system's ``last
 2. ``tune lr=<rate>`` for each candidate rate (``tune.lrs``, plus the learner's own rate): every
    checkpoint adapts to the *validation* speakers (``evaluate --split val``) at ``tune.shots`` and each
    of ``tune.steps``; each system keeps, per step count, the rate with the best ``tune.metric``
-   (``<out>/tune/choice.json``; only that metric is scored);
+   (``<out>/tune/choice.json``; only that metric is scored, only the systems' rows; a system whose own
+   rate is a grid rate is not adapted again at it: its scores there are the ``own`` stage's);
 3. ``evaluate``: the test speakers, every system with its chosen rate, into ``<out>/evaluate``
    (``results.json``/``.md``, paired differences against the first system, ``report.html``);
    ``evaluate.name`` and ``evaluate.overrides`` add a second evaluation of the same trained systems
@@ -45,12 +46,13 @@ from lightning_tts.evaluation.grid import run_evaluation
 from lightning_tts.evaluation.report import results_markdown
 from lightning_tts.evaluation.scoring import LOWER_IS_BETTER
 from lightning_tts.evaluation.stats import format_cost, format_mean_ci, paired_bootstrap
+from lightning_tts.learners import load_learner
 from lightning_tts.training import run
 
 log = logging.getLogger("lightning_tts")
 #: Run-config sections that change what is logged, vocoded or scored, never a system's weights: a
 #: change there does not make a trained system stale (it does redo tuning and evaluation).
-NOT_TRAINING = ("fewshot", "vocoder")
+NOT_TRAINING = ("fewshot", "vocoder", "projection")
 #: Folders of an experiment that an evaluation (``evaluate.name``) must not take.
 RESERVED_FOLDERS = ("runs", "stages", "tune")
 
@@ -330,21 +332,24 @@ class Experiment:
         setting = {"sha256": hashes, "steps": list(tune.steps), "shots": tune.shots, "metric": tune.metric,
                    "config_sha256": config_sha256(cfg)}  # what a finished tuning stage must match to be reused
         scores: dict[str, dict[str, dict[str, float]]] = {name: {n: {} for n in counts} for name in names}
+        own: dict[str, Optional[float]] = {}  # system -> its own fixed rate, read once a stage has to run
         for lr in self.candidates():
             label = "own" if lr is None else f"{lr:g}"
             stage = self.stage(f"tune-lr-{label}", f"tune lr={label} on the validation speakers")
             done = stage.done()
             if done is None or any(done.get(k) != v for k, v in setting.items()):
-                self.say(f"{stage.name}: K={tune.shots}, steps={list(tune.steps)}")
+                # a system whose own rate is this rate adapts exactly as in the 'own' stage (run first): copied
+                own = own or {name: load_learner(path).own_adapt_rate() for name, path in zip(names, paths)}
+                same = [name for name in names if lr is not None and own[name] == lr]
+                self.say(f"{stage.name}: K={tune.shots}, steps={list(tune.steps)}"
+                         + (f" (the own rate of {', '.join(same)}: scores copied)" if same else ""))
                 started = time.time()
-                results = run_evaluation(cfg, paths, [tune.shots], tune.steps, self.out / "tune" / f"lr-{label}",
-                                         samples=0, split="val", adapt_lrs=[lr] * len(paths), names=names,
-                                         metrics=[tune.metric])  # the criterion only: no PESQ, no judge unless it is one
-                cells: dict[str, dict[str, float]] = {name: {} for name in names}
-                for r in results["rows"]:
-                    if r["shots"] is not None:
-                        cells[r["system"]][str(r["steps"])] = r["metrics"][tune.metric]["mean"]
-                done = self.finish(stage, {"lr": lr, "checkpoints": paths, **setting, "scores": cells}, started)
+                cells = {name: {n: scores[name][n]["own"] for n in counts} for name in same}
+                scored = {name: path for name, path in zip(names, paths) if name not in same}
+                cells.update(self.tune_scores(cfg, scored, lr, self.out / "tune" / f"lr-{label}") if scored else {})
+                done = self.finish(stage, {"lr": lr, "checkpoints": paths, **setting,
+                                           "scores": {name: cells[name] for name in names}, "copied_from_own": same},
+                                   started)
             else:
                 self.say(f"{stage.name}: done before, skipped")
             for name in names:
@@ -355,6 +360,21 @@ class Experiment:
                   "chosen": {name: {n: choose_rate(scores[name][n], tune.metric) for n in counts} for name in names}}
         write_json(self.out / "tune" / "choice.json", choice)
         return choice
+
+    def tune_scores(self, cfg: Any, checkpoints: dict[str, str], lr: Optional[float], out: Path) -> dict[str, dict[str, float]]:
+        """Every system (name -> checkpoint) adapting to the validation speakers with ``lr`` (None: its own
+        rate), scored by ``tune.metric`` only (no PESQ; no judge unless it is the criterion; no reference rows),
+        into ``out``.
+        Returns system -> tuned step count (a string, as in JSON) -> mean score."""
+        tune = self.experiment.tune
+        results = run_evaluation(cfg, list(checkpoints.values()), [tune.shots], tune.steps, out, samples=0, split="val",
+                                 adapt_lrs=[lr] * len(checkpoints), names=list(checkpoints), metrics=[tune.metric],
+                                 references=False)
+        cells: dict[str, dict[str, float]] = {name: {} for name in checkpoints}
+        for r in results["rows"]:
+            if r["shots"] is not None:
+                cells[r["system"]][str(r["steps"])] = r["metrics"][tune.metric]["mean"]
+        return cells
 
     def evaluate(self, trained: dict[str, dict[str, Any]], rates: dict[str, dict[int, Optional[float]]]) -> dict[str, Any]:
         """Stage ``evaluate``: the test grid, every trained system adapting with its chosen rates

@@ -136,3 +136,18 @@ def test_maml_refuses_adaptation_options() -> None:
         maml.set_adaptation({"adapt_anchor": 1.0})
     with pytest.raises(LightningTTSError, match="MAML adapts with its meta-learned inner loop"):
         MAMLLearner(**SECTIONS, learner={"name": "maml", "adapt_holdout": True})
+
+
+def test_own_adapt_rate_is_the_rate_adapt_uses_by_default() -> None:
+    """What the experiment's tuning relies on to skip a grid rate equal to a system's own: adapting with
+    ``lr=own_adapt_rate()`` gives exactly the voice of ``lr=None``; MAML's learned rates are no single rate."""
+    learner, batch = baseline(adapt_lr=0.02), support()
+    assert learner.own_adapt_rate() == 0.02
+    default, explicit = learner.adapt(batch, steps=3), learner.adapt(batch, steps=3, lr=learner.own_adapt_rate())
+    other = learner.adapt(batch, steps=3, lr=0.05)
+    assert torch.equal(default.speaker, explicit.speaker)
+    assert all(torch.equal(default.params[n], explicit.params[n]) for n in default.params)
+    assert not torch.equal(default.speaker, other.speaker)
+    maml = MAMLLearner(**SECTIONS, learner={"name": "maml"})
+    assert maml.own_adapt_rate() is None
+    assert MAMLLearner(**SECTIONS, learner={"name": "maml", "adapt_lr": 0.03}).own_adapt_rate() == 0.03

@@ -157,9 +157,15 @@ def test_experiment_resumes_after_a_kill_between_stages(synthetic_root: Path, tm
     choice = json.loads((out / "tune" / "choice.json").read_text())
     results = json.loads((out / "evaluate" / "results.json").read_text())
     assert choice["split"] == "val" and set(choice["chosen"]) == {"baseline", "maml"}
+    # the baseline's own rate is the grid's 0.01: not adapted again there, its 'own' scores copied
+    grid_stage = json.loads((out / "stages" / "tune-lr-0.01.json").read_text())
+    assert grid_stage["copied_from_own"] == ["baseline"] and "(the own rate of baseline: scores copied)" in log
+    assert choice["scores"]["baseline"]["1"]["0.01"] == choice["scores"]["baseline"]["1"]["own"]
+    assert [c["system"] for c in json.loads((out / "tune" / "lr-0.01" / "results.json").read_text())["checkpoints"]] == ["maml"]
     tuned = json.loads((out / "tune" / "lr-own" / "results.json").read_text())
     assert not set(tuned["speakers"]) & set(results["speakers"])
     assert tuned["metrics"] == ["mcd"] and tuned["speaker_encoder"] is None  # tuning scores its criterion only
+    assert {r["system"] for r in tuned["rows"]} == {"baseline", "maml"}  # and no ground-truth / ceiling rows
     assert "speaker_sim" in results["metrics"]
     for entry in results["checkpoints"]:  # tuned at 1 step: every evaluated step count (0, 1) takes that rate
         chosen = choice["chosen"][entry["system"]]["1"]

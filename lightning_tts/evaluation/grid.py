@@ -240,14 +240,15 @@ def run_evaluation(cfg: DictConfig, checkpoints: Sequence[str], shots: Sequence[
                    adapt_lrs: Optional[Sequence[Rate]] = None,
                    names: Optional[Sequence[str]] = None,
                    adapt_options: Optional[Mapping[str, Any]] = None,
-                   metrics: Optional[Sequence[str]] = None) -> dict[str, Any]:
+                   metrics: Optional[Sequence[str]] = None, references: bool = True) -> dict[str, Any]:
     """Evaluate checkpoints over the shots x steps grid on the ``split`` speakers (``test``; ``val`` to
     choose adaptation settings without touching the test speakers), checkpoint i adapting with
     ``adapt_lrs[i]`` (None, or no list: the learner's own rate; a mapping: one rate per step count of
     ``steps``), every checkpoint's adaptation options (``learners.base.ADAPTATION_OPTIONS``) replaced
     by ``adapt_options`` (recorded in ``results.json``), and named ``names[i]`` in the
     tables (default: ``system_names``), scoring only ``metrics`` when given (no judge is loaded
-    without ``speaker_sim``, no recogniser without ``wer``/``cer``); write the
+    without ``speaker_sim``, no recogniser without ``wer``/``cer``) and, with ``references``, the ground
+    truth and vocoder-ceiling rows (False: the checkpoints' rows only, as tuning needs); write the
     report files (``report.REPORT_FILES``) into ``out`` (created; its parent must exist), and the audio
     of the first ``samples`` queries per speaker under ``out/samples/`` (0: none). Models
     adapt and synthesise on ``device`` (``auto``: CUDA when present); scoring runs on the CPU.
@@ -303,7 +304,7 @@ def run_evaluation(cfg: DictConfig, checkpoints: Sequence[str], shots: Sequence[
     transcribe = transcriber(sample_rate) if cfg.fewshot.wer and (metrics is None or {"wer", "cer"} & set(metrics)) else None
     evaluator = Evaluator(sets, sample_rate, build(VocoderConfig, cfg.vocoder), progress=progress, embed=embed,
                           keep=writer, transcribe=transcribe, only=metrics)
-    rows = evaluator.reference_rows(learners[0].feature_params)
+    rows = evaluator.reference_rows(learners[0].feature_params) if references else []
     names = list(names) if names is not None else system_names(checkpoints, learners)
     for name, learner, lr in zip(names, learners, adapt_lrs):
         rows += evaluator.checkpoint_rows(name, learner, shots, steps, lr)

@@ -464,6 +464,11 @@ class BaseLearner(pl.LightningModule, ABC):
         self.config, self.adapt_params = config, list(config.adapt_params)
         self.adaptable_parameters()  # patterns that match nothing fail now
 
+    def own_adapt_rate(self) -> Optional[float]:
+        """The one rate that ``adapt(lr=None)`` uses, so that ``adapt(lr=r)`` with this ``r`` gives the same
+        voice; None where its own rates are something else (MAML's learned rates)."""
+        return self.adapt_lr
+
     @torch.enable_grad()
     def adapt(self, support: UtteranceBatch, steps: Optional[int] = None, lr: Optional[float] = None,
               progress: Optional[Any] = None) -> AdaptedState:

@@ -339,6 +339,10 @@ class MAMLLearner(BaseLearner):
         """The meta-learned start for the voice of ``support`` (``start_speaker``), no parameter overrides."""
         return AdaptedState(self.start_speaker(support))
 
+    def own_adapt_rate(self) -> Optional[float]:
+        """``adapt_lr`` when set; else None: adaptation runs the inner loop's own (learned) rates."""
+        return self.fixed_adapt_lr
+
     @torch.enable_grad()
     def adapt(self, support: UtteranceBatch, steps: Optional[int] = None, lr: Optional[float] = None,
               progress: Optional[Callable[[float], None]] = None) -> AdaptedState:
