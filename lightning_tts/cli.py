@@ -371,7 +371,14 @@ def _compare_args(p: argparse.ArgumentParser) -> None:
                    help="comma-separated metrics (default: every metric all files scored)")
     p.add_argument("--pool", default=None, metavar="S1,S2,...",
                    help="also compare the per-query mean of these systems (e.g. runs of one recipe with other seeds)")
+    p.add_argument("--speakers", default=None, metavar="S1,S2,...",
+                   help="only these test speakers' queries (default: all; files must then have evaluated the same speakers)")
     p.add_argument("--out", default=None, metavar="FILE.md", help="also write the table to this file")
+
+
+def _names(text: Optional[str]) -> list[str]:
+    """The names of a comma-separated option (empty when it is not given)."""
+    return [name.strip() for name in (text or "").split(",") if name.strip()]
 
 
 def _compare(args: argparse.Namespace, cfg: Optional[DictConfig]) -> int:
@@ -379,10 +386,10 @@ def _compare(args: argparse.Namespace, cfg: Optional[DictConfig]) -> int:
     from lightning_tts.atomic import require_parent, write_text
     from lightning_tts.evaluation.compare import compare_markdown, compare_results
 
-    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
     out = require_parent(args.out, "write") if args.out else None
-    pool = [m.strip() for m in args.pool.split(",") if m.strip()] if args.pool else []
-    text = compare_markdown(args.results, compare_results(args.results, args.reference, metrics, pool))
+    metrics, pool, speakers = (_names(value) for value in (args.metrics, args.pool, args.speakers))
+    differences = compare_results(args.results, args.reference, metrics or None, pool, speakers)
+    text = compare_markdown(args.results, differences, speakers)
     print(text)
     if out is not None:
         write_text(out, text + "\n")

@@ -22,8 +22,9 @@ def _row(system: str, mcd: list[float], sim: list[float], shots=5, steps=5) -> d
 
 
 def _results(tmp: Path, name: str, rows: list[dict], speakers: dict = SPEAKERS) -> Path:
+    queries = sum(len(chosen["query"]) for chosen in speakers.values())
     ground_truth = {"system": "ground truth", "shots": None, "steps": None,
-                    "metrics": {"mcd": mean_ci([0.0] * 4), "speaker_sim": mean_ci([1.0] * 4)}}
+                    "metrics": {"mcd": mean_ci([0.0] * queries), "speaker_sim": mean_ci([1.0] * queries)}}
     path = tmp / f"{name}.json"
     path.write_text(json.dumps({"seed": 3, "speakers": speakers, "metrics": ["mcd", "speaker_sim"],
                                 "rows": [ground_truth, *rows]}))
@@ -65,6 +66,32 @@ def test_systems_pooled_by_query_are_compared_as_one(tmp_path: Path) -> None:
     for pool in (["run1"], ["run1", "run1"], ["run1", "run2", "run1"], ["run1", "run3"]):
         with pytest.raises(DataError, match="--pool needs two or more different systems of"):
             compare_results([path], "base", pool=pool)
+
+
+def test_a_subset_of_speakers_pairs_only_their_queries(tmp_path: Path, capsys) -> None:
+    three = {**SPEAKERS, "c": {"support": ["c0"], "query": ["c1", "c2"]}}
+    big = _results(tmp_path, "big", [_row("base", [5, 5, 6, 6, 7, 7], [.7] * 6), _row("maml", [4, 5, 5, 6, 7, 9], [.7] * 6)],
+                   speakers=three)
+    entries = compare_results([big], "base", ["mcd"], speakers=["c", "a"])
+    # a: 4-5, 5-5 -> -1, 0; c: 7-7, 9-7 -> 0, +2; b (-1, 0) left out -> mean (-1 + 0 + 0 + 2) / 4
+    assert len(entries) == 1 and entries[0]["mean"] == pytest.approx(0.25)
+    assert entries[0]["n"] == 4 and entries[0]["clusters"] == 2
+    # a 3-speaker and a 2-speaker evaluation pair on the speakers both evaluated, not without naming them
+    small = _results(tmp_path, "small", [_row("base", [6, 6, 5, 5], [.7] * 4)],
+                     speakers={"b": SPEAKERS["b"], "a": SPEAKERS["a"]})  # another speaker order
+    with pytest.raises(DataError, match=f"{small}: other test speakers than {big}: pair them on the speakers"):
+        compare_results([big, small], "base@2", ["mcd"])
+    both = compare_results([big, small], "base@2", ["mcd"], speakers=["a", "b"])
+    maml = next(e for e in both if e["system"] == "maml")
+    # maml a: 4, 5 and b: 5, 6 against small's base a: 5, 5 and b: 6, 6 -> -1, 0, -1, 0
+    assert maml["mean"] == pytest.approx(-0.5) and maml["n"] == 4
+    with pytest.raises(DataError, match=f"{small}: no test speaker 'c' \\(it evaluated b, a\\)"):
+        compare_results([big, small], "base@2", speakers=["a", "c"])
+    with pytest.raises(DataError, match="--speakers names a speaker twice: a, a"):
+        compare_results([big], "base", speakers=["a", "a"])
+    assert main(["compare", str(big), "--reference", "base", "--metrics", "mcd", "--speakers", "c,a"]) == 0
+    printed = capsys.readouterr().out
+    assert "- only the queries of 2 test speakers: c, a" in printed and "| maml | 5 | 5 | mcd | +0.250 |" in printed
 
 
 def test_compare_command_prints_and_writes_the_table(tmp_path: Path, capsys) -> None:

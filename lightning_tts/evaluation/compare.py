@@ -4,7 +4,9 @@ a reference system of your choice.
 ``evaluate`` pairs every system against its first checkpoint. Here any system is the reference, and
 systems of different evaluations can be paired as long as they scored the same test speakers on the same
 support and query utterances (the ``speakers`` record of ``results.json``, and the same shots x steps
-cells): e.g. a baseline trained again with another seed, against the meta-learners of an earlier run. The
+cells): e.g. a baseline trained again with another seed, against the meta-learners of an earlier run. A
+subset of the test speakers (``speakers``) restricts every file to those speakers' queries: e.g. the speakers
+a larger second evaluation added, alone, or the speakers two evaluations of different sizes share. The
 differences are ``grid.paired_differences``'s (speaker-clustered bootstrap, the first file's seed), so on a
 single file with its first system as the reference they are the numbers ``evaluate`` wrote.
 """
@@ -41,6 +43,27 @@ def read_results(path: str | Path) -> dict[str, Any]:
     return results
 
 
+def speaker_queries(results: dict[str, Any], path: str | Path, speakers: Sequence[str]) -> dict[str, Any]:
+    """``results`` with only the queries of ``speakers``, in that speaker order: its ``speakers`` record and
+    every row's per-query values (each cell's mean and CI recomputed from them).
+
+    Raises:
+        DataError: a speaker ``results`` did not evaluate (naming the file, the speaker and those it has).
+    """
+    own = results["speakers"]
+    missing = [s for s in speakers if s not in own]
+    if missing:
+        raise DataError(f"{path}: no test speaker {missing[0]!r} (it evaluated {', '.join(own)})")
+    spans, start = {}, 0
+    for speaker, chosen in own.items():  # queries are in speaker order, each speaker's in its record's order
+        spans[speaker] = range(start, start + len(chosen["query"]))
+        start += len(chosen["query"])
+    index = [i for s in speakers for i in spans[s]]  # (kept queries,) positions in the full grid order
+    rows = [{**row, "metrics": {m: mean_ci([cell["values"][i] for i in index]) for m, cell in row["metrics"].items()}}
+            for row in results["rows"]]
+    return {**results, "speakers": {s: own[s] for s in speakers}, "rows": rows}
+
+
 def merged_rows(files: Sequence[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
     """The grid rows (reference rows left out) of every (label, results) pair; a system name found in
     more than one file becomes ``<name>@<label>`` in every file that has it."""
@@ -73,22 +96,31 @@ def pooled_rows(rows: list[dict[str, Any]], members: Sequence[str], metrics: Seq
 
 
 def compare_results(paths: Sequence[str | Path], reference: str, metrics: Optional[Sequence[str]] = None,
-                    pool: Sequence[str] = ()) -> list[dict[str, Any]]:
+                    pool: Sequence[str] = (), speakers: Sequence[str] = ()) -> list[dict[str, Any]]:
     """Every system of ``paths`` against ``reference``, per (K, steps) cell and metric (``metrics``:
     default, those every file scored). File i's systems are ``<name>@<i>`` (1-based) when a name is in
     more than one file. ``pool``: two or more systems whose per-query mean is compared too
-    (``pooled_rows``).
+    (``pooled_rows``). ``speakers``: only these test speakers' queries (``speaker_queries``; default:
+    every speaker of the first file, which every file must have evaluated, and no other).
 
     Raises:
-        DataError: no file, files of different speakers or queries, an unknown reference, pooled system
-            or metric.
+        DataError: no file, files of different speakers or queries, an unknown or repeated speaker, an
+            unknown reference, pooled system or metric.
     """
     if not paths:
         raise DataError("compare needs at least one results file")
     loaded = [read_results(p) for p in paths]
+    chosen = list(speakers) or list(loaded[0]["speakers"])
+    if len(set(chosen)) != len(chosen):
+        raise DataError(f"--speakers names a speaker twice: {', '.join(chosen)}")
+    for path, results in zip(paths[1:], loaded[1:]):
+        if not speakers and set(results["speakers"]) != set(chosen):
+            raise DataError(f"{path}: other test speakers than {paths[0]}: pair them on the speakers both "
+                            f"evaluated with --speakers S1,S2,...")
+    loaded = [speaker_queries(results, path, chosen) for path, results in zip(paths, loaded)]
     first = loaded[0]
     for path, results in zip(paths[1:], loaded[1:]):
-        if list(results["speakers"].items()) != list(first["speakers"].items()):  # order too: it is the queries' order
+        if results["speakers"] != first["speakers"]:
             raise DataError(f"{path}: other test speakers or queries than {paths[0]}: only evaluations of the "
                             f"same support and query utterances can be paired")
     common = [m for m in first["metrics"] if all(m in r["metrics"] for r in loaded)]
@@ -108,7 +140,10 @@ def compare_results(paths: Sequence[str | Path], reference: str, metrics: Option
     return paired_differences(rows, query_clusters(first["speakers"]), metrics, int(first["seed"]), reference)
 
 
-def compare_markdown(paths: Sequence[str | Path], differences: list[dict[str, Any]]) -> str:
-    """The files (numbered as in system names) and the differences table."""
-    lines = ["# Paired comparison", "", *[f"- file {i + 1}: {p}" for i, p in enumerate(paths)], ""]
+def compare_markdown(paths: Sequence[str | Path], differences: list[dict[str, Any]], speakers: Sequence[str] = ()) -> str:
+    """The files (numbered as in system names), the test speakers kept when not all, and the differences table."""
+    lines = ["# Paired comparison", "", *[f"- file {i + 1}: {p}" for i, p in enumerate(paths)]]
+    if speakers:
+        lines.append(f"- only the queries of {len(speakers)} test speakers: {', '.join(speakers)}")
+    lines.append("")
     return "\n".join(lines + differences_markdown(differences))
