@@ -54,11 +54,8 @@ def speaker_queries(results: dict[str, Any], path: str | Path, speakers: Sequenc
     missing = [s for s in speakers if s not in own]
     if missing:
         raise DataError(f"{path}: no test speaker {missing[0]!r} (it evaluated {', '.join(own)})")
-    spans, start = {}, 0
-    for speaker, chosen in own.items():  # queries are in speaker order, each speaker's in its record's order
-        spans[speaker] = range(start, start + len(chosen["query"]))
-        start += len(chosen["query"])
-    index = [i for s in speakers for i in spans[s]]  # (kept queries,) positions in the full grid order
+    clusters = query_clusters(own)  # the speaker of each query, in grid order
+    index = [i for s in speakers for i, c in enumerate(clusters) if c == s]  # (kept queries,) grid positions
     rows = [{**row, "metrics": {m: mean_ci([cell["values"][i] for i in index]) for m, cell in row["metrics"].items()}}
             for row in results["rows"]]
     return {**results, "speakers": {s: own[s] for s in speakers}, "rows": rows}
