@@ -17,7 +17,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
-from lightning_tts.errors import ConfigError, LightningTTSError
+from lightning_tts.errors import ConfigError, DataError, LightningTTSError
 
 log = logging.getLogger("lightning_tts")
 
@@ -369,8 +369,10 @@ def _compare_args(p: argparse.ArgumentParser) -> None:
                         "when several files have it)")
     p.add_argument("--metrics", default=None, metavar="M1,M2",
                    help="comma-separated metrics (default: every metric all files scored)")
-    p.add_argument("--pool", default=None, metavar="S1,S2,...",
-                   help="also compare the per-query mean of these systems (e.g. runs of one recipe with other seeds)")
+    p.add_argument("--pool", action="append", default=[], metavar="[NAME=]S1,S2,...",
+                   help="also compare the per-query mean of these systems as one system NAME (default: mean(S1, S2, ...)), "
+                        "e.g. runs of one recipe with other seeds; its CI resamples the runs too; it may be the "
+                        "--reference; repeatable")
     p.add_argument("--speakers", default=None, metavar="S1,S2,...",
                    help="only these test speakers' queries (default: all; files must then have evaluated the same speakers)")
     p.add_argument("--out", default=None, metavar="FILE.md", help="also write the table to this file")
@@ -381,15 +383,34 @@ def _names(text: Optional[str]) -> list[str]:
     return [name.strip() for name in (text or "").split(",") if name.strip()]
 
 
+def _pools(specs: Sequence[str]) -> dict[str, list[str]]:
+    """Pool name -> members of each ``--pool [NAME=]S1,S2,...`` (unnamed: ``mean(S1, S2, ...)``).
+
+    Raises:
+        DataError: two pools of one name.
+    """
+    from lightning_tts.evaluation.compare import pool_name
+
+    pools: dict[str, list[str]] = {}
+    for spec in specs:
+        name, _, members = spec.partition("=") if "=" in spec else ("", "", spec)
+        name = name.strip() or pool_name(_names(members))
+        if name in pools:
+            raise DataError(f"--pool {name}: named twice")
+        pools[name] = _names(members)
+    return pools
+
+
 def _compare(args: argparse.Namespace, cfg: Optional[DictConfig]) -> int:
     """Paired differences against a chosen system, across one or more evaluations."""
     from lightning_tts.atomic import require_parent, write_text
     from lightning_tts.evaluation.compare import compare_markdown, compare_results
 
     out = require_parent(args.out, "write") if args.out else None
-    metrics, pool, speakers = (_names(value) for value in (args.metrics, args.pool, args.speakers))
-    differences = compare_results(args.results, args.reference, metrics or None, pool, speakers)
-    text = compare_markdown(args.results, differences, speakers)
+    metrics, speakers = (_names(value) for value in (args.metrics, args.speakers))
+    pools = _pools(args.pool)
+    differences = compare_results(args.results, args.reference, metrics or None, pools, speakers)
+    text = compare_markdown(args.results, differences, speakers, pools)
     print(text)
     if out is not None:
         write_text(out, text + "\n")

@@ -55,17 +55,34 @@ def test_one_file_against_its_first_system_gives_evaluates_own_differences(tmp_p
     assert {e["system"] for e in against_maml} == {"base", "mann"} and {e["against"] for e in against_maml} == {"maml"}
 
 
-def test_systems_pooled_by_query_are_compared_as_one(tmp_path: Path) -> None:
+def test_systems_pooled_by_query_are_compared_as_one(tmp_path: Path, capsys) -> None:
     path = _results(tmp_path, "runs", [_row("base", [5, 5, 6, 6], [.7, .7, .6, .6]), _row("run1", [4, 5, 5, 6], [.8, .7, .7, .6]),
                                        _row("run2", [4, 3, 5, 4], [.8, .9, .5, .6])])
-    entries = compare_results([path], "base", ["mcd"], pool=["run1", "run2"])
-    pooled = next(e for e in entries if e["system"] == "mean(run1, run2)")
-    # per-query means 4, 4, 5, 5 -> minus base: -1, -1, -1, -1
-    assert pooled["mean"] == pytest.approx(-1.0) and (pooled["ci_low"], pooled["ci_high"]) == pytest.approx((-1.0, -1.0))
-    assert {e["system"] for e in entries} == {"run1", "run2", "mean(run1, run2)"}
+    entries = compare_results([path], "base", ["mcd"], pools={"recipe": ["run1", "run2"]})
+    pooled = next(e for e in entries if e["system"] == "recipe")
+    # per-query means 4, 4, 5, 5 -> minus base: -1 on every query; but the runs differ: run1 - base is
+    # -1, 0, -1, 0 (mean -0.5), run2 - base -1, -2, -1, -2 (mean -1.5), alike in both speakers, so the
+    # CI is the spread of the run draws {1, 1}, {1, 2}, {2, 2}: -0.5, -1.0, -1.5
+    assert pooled["mean"] == pytest.approx(-1.0) and (pooled["ci_low"], pooled["ci_high"]) == pytest.approx((-1.5, -0.5))
+    assert pooled["runs"] == [1, 2] and {e["system"] for e in entries} == {"run1", "run2", "recipe"}
+    # a pool is a reference too: base against the two runs' mean is +1, and run1 against it +0.5 on average
+    against_pool = compare_results([path], "recipe", ["mcd"], pools={"recipe": ["run1", "run2"]})
+    base = next(e for e in against_pool if e["system"] == "base")
+    assert base["mean"] == pytest.approx(1.0) and (base["ci_low"], base["ci_high"]) == pytest.approx((0.5, 1.5))
+    assert next(e for e in against_pool if e["system"] == "run1")["mean"] == pytest.approx(0.5)
     for pool in (["run1"], ["run1", "run1"], ["run1", "run2", "run1"], ["run1", "run3"]):
-        with pytest.raises(DataError, match="--pool needs two or more different systems of"):
-            compare_results([path], "base", pool=pool)
+        with pytest.raises(DataError, match="--pool p: needs two or more different systems of base, run1, run2"):
+            compare_results([path], "base", pools={"p": pool})
+    with pytest.raises(DataError, match="--pool run1: a system of the files is already called 'run1'"):
+        compare_results([path], "base", pools={"run1": ["run1", "run2"]})
+    # the command: an unnamed pool is called mean(...), a named one is the reference; names are unique
+    assert main(["compare", str(path), "--reference", "both", "--metrics", "mcd", "--pool", "both=run1,run2",
+                 "--pool", "base,run1"]) == 0
+    printed = capsys.readouterr().out
+    assert "- pool both: the per-query mean of run1, run2 (its CI resamples these runs as well as the speakers)" in printed
+    assert "| mean(base, run1) | 5 | 5 | mcd | +0.750 |" in printed  # (4.5, 5, 5.5, 6) - (4, 4, 5, 5)
+    assert main(["compare", str(path), "--reference", "base", "--pool", "p=run1,run2", "--pool", "p=base,run1"]) == 1
+    assert "--pool p: named twice" in capsys.readouterr().err
 
 
 def test_a_subset_of_speakers_pairs_only_their_queries(tmp_path: Path, capsys) -> None:

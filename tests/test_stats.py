@@ -11,7 +11,7 @@ from lightning_tts.config import load_config
 from lightning_tts.errors import DataError
 from lightning_tts.evaluation.grid import intelligibility, query_clusters, run_evaluation
 from lightning_tts.evaluation.report import intelligibility_markdown
-from lightning_tts.evaluation.stats import format_rate, paired_bootstrap, rate_at
+from lightning_tts.evaluation.stats import format_rate, paired_bootstrap, paired_bootstrap_runs, rate_at
 
 
 def test_two_speakers_give_the_range_of_their_means() -> None:
@@ -40,6 +40,25 @@ def test_nan_pairs_are_dropped_and_one_speaker_has_no_interval() -> None:
     assert one["mean"] == 1.5 and math.isnan(one["ci_low"]) and math.isnan(one["ci_high"])
     with pytest.raises(ValueError, match="equal lengths"):
         paired_bootstrap([0], [1, 2], ["a", "a"])
+
+
+def test_recipes_of_several_runs_resample_the_runs_too() -> None:
+    items, clusters = [0.0, 0.0, 0.0, 0.0], ["a", "a", "b", "b"]
+    # one run a side is the speaker-clustered bootstrap itself, draw for draw
+    assert paired_bootstrap_runs([items], [[1, 1, 2, 2]], clusters, seed=4) == {
+        **paired_bootstrap(items, [1, 1, 2, 2], clusters, seed=4), "runs": [1, 1]}
+    # two runs of b, +1 and +3 on every item: speakers alike, so the CI is the spread of the run draws
+    # ({1, 1} -> 1, {1, 2} -> 2, {2, 2} -> 3, drawn 1/4, 1/2, 1/4 of the time)
+    d = paired_bootstrap_runs([items], [[1] * 4, [3] * 4], clusters, seed=0)
+    assert d["mean"] == 2.0 and (d["ci_low"], d["ci_high"]) == (1.0, 3.0) and d["runs"] == [1, 2]
+    # the same two runs on the reference side: the difference flips
+    flipped = paired_bootstrap_runs([[1] * 4, [3] * 4], [items], clusters, seed=0)
+    assert flipped["mean"] == -2.0 and (flipped["ci_low"], flipped["ci_high"]) == (-3.0, -1.0)
+    # an item with a NaN in any run is dropped from every run
+    nan = paired_bootstrap_runs([items], [[1, float("nan"), 1, 1], [3, 3, 5, 5]], clusters, seed=0)
+    assert nan["n"] == 3 and nan["mean"] == pytest.approx((2 + 3 + 3) / 3)
+    with pytest.raises(ValueError, match="needs \\(runs, items\\) scores of equal item counts"):
+        paired_bootstrap_runs([items], [[1, 2]], clusters)
 
 
 def _row(system: str, shots, steps, wer: list[float]) -> dict:

@@ -8,13 +8,16 @@ cells): e.g. a baseline trained again with another seed, against the meta-learne
 subset of the test speakers (``speakers``) restricts every file to those speakers' queries: e.g. the speakers
 a larger second evaluation added, alone, or the speakers two evaluations of different sizes share. The
 differences are ``grid.paired_differences``'s (speaker-clustered bootstrap, the first file's seed), so on a
-single file with its first system as the reference they are the numbers ``evaluate`` wrote.
+single file with its first system as the reference they are the numbers ``evaluate`` wrote. Pools (``pools``)
+stand for a recipe trained several times (e.g. with other seeds): the per-query mean of their runs, compared
+like any system or used as the reference, with a CI that resamples the runs as well as the speakers
+(``stats.paired_bootstrap_runs``): recipe against recipe, run-to-run spread included.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -72,12 +75,17 @@ def merged_rows(files: Sequence[tuple[str, dict[str, Any]]]) -> list[dict[str, A
             for label, results in files for r in results["rows"] if r["shots"] is not None]
 
 
-def pooled_rows(rows: list[dict[str, Any]], members: Sequence[str], metrics: Sequence[str]) -> list[dict[str, Any]]:
-    """One row per (K, steps) cell that every member has: the system ``mean(<members>)`` whose score of
-    each query is the mean of the members' scores of it (NaN when any member failed on it). Pooling runs
-    of one recipe (e.g. several training seeds) estimates what the recipe gives on average; its paired
-    CI resamples speakers only, not runs."""
-    name = f"mean({', '.join(members)})"
+def pool_name(members: Sequence[str]) -> str:
+    """The name a pool of ``members`` gets when none is given: ``mean(S1, S2, ...)``."""
+    return f"mean({', '.join(members)})"
+
+
+def pooled_rows(rows: list[dict[str, Any]], name: str, members: Sequence[str], metrics: Sequence[str]) -> list[dict[str, Any]]:
+    """One row per (K, steps) cell that every member has: the system ``name`` whose score of each query is
+    the mean of the members' scores of it (NaN when any member failed on it), and whose metric cells keep
+    the members' per-query scores as ``runs`` (members, queries), which the paired CI resamples
+    (``stats.paired_bootstrap_runs``). Pooling runs of one recipe (e.g. several training seeds) estimates
+    what the recipe gives on average, with the spread between its runs in the interval."""
     cells = dict.fromkeys((r["shots"], r["steps"]) for r in rows if r["system"] == members[0])
     pooled = []
     for shots, steps in cells:
@@ -85,24 +93,40 @@ def pooled_rows(rows: list[dict[str, Any]], members: Sequence[str], metrics: Seq
                  for m in members]
         if any(r is None for r in found):
             continue
-        scores = {metric: np.mean([r["metrics"][metric]["values"] for r in found if r is not None], axis=0)  # (queries,)
-                  for metric in metrics}
+        runs = {metric: [r["metrics"][metric]["values"] for r in found if r is not None] for metric in metrics}
         pooled.append({"system": name, "shots": shots, "steps": steps,
-                       "metrics": {metric: mean_ci(list(v)) for metric, v in scores.items()}})
+                       "metrics": {metric: {**mean_ci(list(np.mean(v, axis=0))), "runs": v}  # v: (members, queries)
+                                   for metric, v in runs.items()}})
     return pooled
 
 
+def check_pools(pools: Mapping[str, Sequence[str]], systems: Sequence[str]) -> None:
+    """Each pool names two or more different systems of the files, and no pool takes a system's name.
+
+    Raises:
+        DataError: one line naming the pool.
+    """
+    for name, members in pools.items():
+        unknown = [m for m in members if m not in systems]
+        if len(members) < 2 or len(set(members)) != len(members) or unknown:
+            raise DataError(f"--pool {name}: needs two or more different systems of {', '.join(systems)}, "
+                            f"got {', '.join(members)}")
+        if name in systems:
+            raise DataError(f"--pool {name}: a system of the files is already called {name!r}; name the pool otherwise")
+
+
 def compare_results(paths: Sequence[str | Path], reference: str, metrics: Optional[Sequence[str]] = None,
-                    pool: Sequence[str] = (), speakers: Sequence[str] = ()) -> list[dict[str, Any]]:
+                    pools: Optional[Mapping[str, Sequence[str]]] = None, speakers: Sequence[str] = ()) -> list[dict[str, Any]]:
     """Every system of ``paths`` against ``reference``, per (K, steps) cell and metric (``metrics``:
     default, those every file scored). File i's systems are ``<name>@<i>`` (1-based) when a name is in
-    more than one file. ``pool``: two or more systems whose per-query mean is compared too
-    (``pooled_rows``). ``speakers``: only these test speakers' queries (``speaker_queries``; default:
-    every speaker of the first file, which every file must have evaluated, and no other).
+    more than one file. ``pools``: pool name -> two or more systems whose per-query mean is one more
+    system (``pooled_rows``), which may also be the reference. ``speakers``: only these test speakers'
+    queries (``speaker_queries``; default: every speaker of the first file, which every file must have
+    evaluated, and no other).
 
     Raises:
         DataError: no file, files of different speakers or queries, an unknown or repeated speaker, an
-            unknown reference, pooled system or metric.
+            unknown reference, pooled system or metric, a bad pool.
     """
     if not paths:
         raise DataError("compare needs at least one results file")
@@ -127,20 +151,23 @@ def compare_results(paths: Sequence[str | Path], reference: str, metrics: Option
         raise DataError(f"metric {unknown[0]!r} is not scored in every file (they share: {', '.join(common)})")
     rows = merged_rows([(str(i + 1), r) for i, r in enumerate(loaded)])
     systems = list(dict.fromkeys(r["system"] for r in rows))
-    if reference not in systems:
-        raise DataError(f"no system {reference!r} to compare against: one of {', '.join(systems)}")
-    if pool:
-        unknown = [m for m in pool if m not in systems]
-        if len(pool) < 2 or len(set(pool)) != len(pool) or unknown:
-            raise DataError(f"--pool needs two or more different systems of {', '.join(systems)}, got {', '.join(pool)}")
-        rows += pooled_rows(rows, pool, metrics)
+    pools = pools or {}
+    check_pools(pools, systems)
+    if reference not in systems and reference not in pools:
+        raise DataError(f"no system {reference!r} to compare against: one of {', '.join([*systems, *pools])}")
+    for name, members in pools.items():
+        rows += pooled_rows(rows, name, members, metrics)
     return paired_differences(rows, query_clusters(first["speakers"]), metrics, int(first["seed"]), reference)
 
 
-def compare_markdown(paths: Sequence[str | Path], differences: list[dict[str, Any]], speakers: Sequence[str] = ()) -> str:
-    """The files (numbered as in system names), the test speakers kept when not all, and the differences table."""
+def compare_markdown(paths: Sequence[str | Path], differences: list[dict[str, Any]], speakers: Sequence[str] = (),
+                     pools: Optional[Mapping[str, Sequence[str]]] = None) -> str:
+    """The files (numbered as in system names), the test speakers kept when not all, the pools, and the
+    differences table."""
     lines = ["# Paired comparison", "", *[f"- file {i + 1}: {p}" for i, p in enumerate(paths)]]
     if speakers:
         lines.append(f"- only the queries of {len(speakers)} test speakers: {', '.join(speakers)}")
+    lines += [f"- pool {name}: the per-query mean of {', '.join(members)} (its CI resamples these runs as well as "
+              f"the speakers)" for name, members in (pools or {}).items()]
     lines.append("")
     return "\n".join(lines + differences_markdown(differences))

@@ -38,7 +38,7 @@ from lightning_tts.evaluation.report import CEILING, write_report
 from lightning_tts.evaluation.samples import SampleWriter
 from lightning_tts.evaluation.scoring import METRICS, metric_names, score_pair, similarity_to
 from lightning_tts.evaluation.speaker_sets import SpeakerSet, fixed_speaker_sets, support_batch
-from lightning_tts.evaluation.stats import Rate, mean_ci, paired_bootstrap, rate_at
+from lightning_tts.evaluation.stats import Rate, mean_ci, paired_bootstrap, paired_bootstrap_runs, rate_at
 from lightning_tts.learners import load_learner
 from lightning_tts.learners.base import BaseLearner
 from lightning_tts.models.vocoder import VocoderConfig, build_vocoder
@@ -147,12 +147,18 @@ def query_clusters(speakers: Mapping[str, Mapping[str, Sequence[str]]]) -> list[
     return [speaker for speaker, chosen in speakers.items() for _ in chosen["query"]]
 
 
+def runs_of(cell: Mapping[str, Any]) -> list[list[float]]:
+    """(runs, queries) scores of a metric cell: its pooled runs' (``runs``), or its own values as one run."""
+    return cell.get("runs") or [cell["values"]]
+
+
 def paired_differences(rows: list[dict[str, Any]], clusters: Sequence[str], metrics: Sequence[str],
                        seed: int, reference: Optional[str] = None) -> list[dict[str, Any]]:
     """Every system against ``reference`` (default: the first system of ``rows``), cell by cell (same K,
     same steps): the mean paired difference (other - reference) per metric with a speaker-clustered
-    bootstrap 95 % CI (``stats.paired_bootstrap``; every cell scores the same queries in the same order,
-    ``clusters`` giving each query's speaker). A cell the reference lacks is left out."""
+    bootstrap 95 % CI (``stats.paired_bootstrap_runs``; every cell scores the same queries in the same order,
+    ``clusters`` giving each query's speaker; a cell that pools runs — ``runs``, as ``compare`` pools them —
+    has its runs resampled too). A cell the reference lacks is left out."""
     grid = [r for r in rows if r["shots"] is not None]
     systems = list(dict.fromkeys(r["system"] for r in grid))
     reference = systems[0] if reference is None else reference
@@ -163,8 +169,8 @@ def paired_differences(rows: list[dict[str, Any]], clusters: Sequence[str], metr
         if row["system"] == reference or first is None:
             continue
         for metric in metrics:
-            diff = paired_bootstrap(first["metrics"][metric]["values"], row["metrics"][metric]["values"], clusters,
-                                    seed=seed)
+            diff = paired_bootstrap_runs(runs_of(first["metrics"][metric]), runs_of(row["metrics"][metric]), clusters,
+                                         seed=seed)
             out.append({"system": row["system"], "against": reference, "shots": row["shots"], "steps": row["steps"],
                         "metric": metric, **diff})
     return out

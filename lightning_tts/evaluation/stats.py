@@ -22,6 +22,7 @@ def paired_bootstrap(a: Sequence[float], b: Sequence[float], clusters: Sequence[
     """Mean of the paired differences ``b - a`` and its 95 % percentile CI from a cluster bootstrap:
     clusters (speakers) are drawn with replacement and each keeps all its pairs, so queries of one
     speaker are not counted as independent evidence. Pairs with a NaN on either side are dropped.
+    One run on each side of ``paired_bootstrap_runs``.
 
     Args:
         a, b: per-item scores of two systems on the same items, in the same order.
@@ -34,17 +35,56 @@ def paired_bootstrap(a: Sequence[float], b: Sequence[float], clusters: Sequence[
     """
     if not len(a) == len(b) == len(clusters):
         raise ValueError(f"paired_bootstrap needs equal lengths, got {len(a)}, {len(b)}, {len(clusters)}")
-    keep = [i for i in range(len(a)) if math.isfinite(a[i]) and math.isfinite(b[i])]
-    names = sorted({clusters[i] for i in keep})
-    sums = np.array([sum(b[i] - a[i] for i in keep if clusters[i] == c) for c in names])  # (C,)
-    counts = np.array([sum(1 for i in keep if clusters[i] == c) for c in names])  # (C,)
-    mean = float(sums.sum() / counts.sum()) if keep else float("nan")
+    return paired_bootstrap_runs([a], [b], clusters, resamples, seed)
+
+
+def paired_bootstrap_runs(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]], clusters: Sequence[str],
+                          resamples: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """Paired difference of two *recipes*, each scored by one or more runs (e.g. training seeds) on the
+    same items: the mean over items of (mean of b's runs - mean of a's runs), and a 95 % percentile CI
+    from a bootstrap that draws clusters (speakers) with replacement and, for a side with more than one
+    run, that side's runs with replacement too (one run draw per resample, shared by every cluster:
+    a run's effect is common to all speakers). So the interval covers run-to-run spread as well as
+    speaker-to-speaker spread; with one run per side it is ``paired_bootstrap``. Items with a NaN in any
+    run of either side are dropped.
+
+    Args:
+        a, b: (runs, items) per-item scores of each run of the two recipes, items in the same order.
+        clusters: the cluster (speaker) of each item.
+        resamples: bootstrap draws.
+        seed: of the draws.
+
+    Returns:
+        ``mean``, ``ci_low``, ``ci_high`` (NaN when fewer than 2 clusters remain), ``n``, ``clusters``,
+        ``runs`` ([runs of a, runs of b]).
+    """
+    a_runs, b_runs = np.asarray(a, dtype=float), np.asarray(b, dtype=float)  # (Ra, N), (Rb, N)
+    if (a_runs.ndim != 2 or b_runs.ndim != 2 or not len(a_runs) or not len(b_runs)
+            or not a_runs.shape[1] == b_runs.shape[1] == len(clusters)):
+        raise ValueError(f"paired_bootstrap_runs needs (runs, items) scores of equal item counts and one cluster per "
+                         f"item, got {a_runs.shape}, {b_runs.shape}, {len(clusters)} clusters")
+    keep = np.isfinite(a_runs).all(axis=0) & np.isfinite(b_runs).all(axis=0)  # (N,)
+    names = sorted({clusters[i] for i in np.flatnonzero(keep)})
+    member = np.array([[bool(keep[i]) and clusters[i] == c for i in range(len(clusters))] for c in names],
+                      dtype=float).reshape(len(names), len(clusters))  # (C, N)
+    a_sums = np.where(keep, a_runs, 0.0) @ member.T  # (Ra, C): each run's sum over each cluster's items
+    b_sums = np.where(keep, b_runs, 0.0) @ member.T  # (Rb, C)
+    counts = member.sum(axis=1)  # (C,)
+    sums = b_sums.mean(axis=0) - a_sums.mean(axis=0)  # (C,)
+    mean = float(sums.sum() / counts.sum()) if keep.any() else float("nan")
     low = high = float("nan")
     if len(names) > 1:
-        draws = np.random.default_rng(seed).integers(len(names), size=(resamples, len(names)))  # (R, C)
-        means = sums[draws].sum(1) / counts[draws].sum(1)  # (R,)
+        rng = np.random.default_rng(seed)
+        draws = rng.integers(len(names), size=(resamples, len(names)))  # (R, C)
+        per_draw = np.broadcast_to(sums, (resamples, len(names)))  # (R, C): cluster sums of each draw's runs
+        if len(a_runs) > 1 or len(b_runs) > 1:
+            a_drawn = a_sums[rng.integers(len(a_runs), size=(resamples, len(a_runs)))].mean(axis=1)  # (R, C)
+            b_drawn = b_sums[rng.integers(len(b_runs), size=(resamples, len(b_runs)))].mean(axis=1)  # (R, C)
+            per_draw = b_drawn - a_drawn
+        means = np.take_along_axis(per_draw, draws, axis=1).sum(axis=1) / counts[draws].sum(axis=1)  # (R,)
         low, high = (float(v) for v in np.percentile(means, [2.5, 97.5]))
-    return {"mean": mean, "ci_low": low, "ci_high": high, "n": len(keep), "clusters": len(names)}
+    return {"mean": mean, "ci_low": low, "ci_high": high, "n": int(keep.sum()), "clusters": len(names),
+            "runs": [len(a_runs), len(b_runs)]}
 
 
 #: A checkpoint's adaptation rate: None (the learner's own), one rate, or one per adaptation step count.
