@@ -76,11 +76,15 @@ def paired_bootstrap_runs(a: Sequence[Sequence[float]], b: Sequence[Sequence[flo
     if len(names) > 1:
         rng = np.random.default_rng(seed)
         draws = rng.integers(len(names), size=(resamples, len(names)))  # (R, C)
-        per_draw = np.broadcast_to(sums, (resamples, len(names)))  # (R, C): cluster sums of each draw's runs
-        if len(a_runs) > 1 or len(b_runs) > 1:
-            a_drawn = a_sums[rng.integers(len(a_runs), size=(resamples, len(a_runs)))].mean(axis=1)  # (R, C)
-            b_drawn = b_sums[rng.integers(len(b_runs), size=(resamples, len(b_runs)))].mean(axis=1)  # (R, C)
-            per_draw = b_drawn - a_drawn
+
+        def drawn(run_sums: np.ndarray) -> np.ndarray:
+            """(R, C) each draw's mean cluster sums over its runs, drawn with replacement (one run: as is)."""
+            if len(run_sums) == 1:
+                return np.broadcast_to(run_sums[0], (resamples, len(names)))
+            return run_sums[rng.integers(len(run_sums), size=(resamples, len(run_sums)))].mean(axis=1)
+
+        a_drawn = drawn(a_sums)  # a's runs are drawn before b's
+        per_draw = drawn(b_sums) - a_drawn  # (R, C)
         means = np.take_along_axis(per_draw, draws, axis=1).sum(axis=1) / counts[draws].sum(axis=1)  # (R,)
         low, high = (float(v) for v in np.percentile(means, [2.5, 97.5]))
     return {"mean": mean, "ci_low": low, "ci_high": high, "n": int(keep.sum()), "clusters": len(names),
