@@ -43,6 +43,7 @@ from lightning_tts.atomic import file_sha256, read_json, write_json, write_text
 from lightning_tts.config import load_config, merge_checked, read_sources
 from lightning_tts.errors import ConfigError
 from lightning_tts.evaluation.grid import run_evaluation
+from lightning_tts.evaluation.parallel import grid_workers
 from lightning_tts.evaluation.report import results_markdown
 from lightning_tts.evaluation.scoring import LOWER_IS_BETTER
 from lightning_tts.evaluation.stats import format_cost, format_mean_ci, paired_bootstrap
@@ -402,7 +403,8 @@ class Experiment:
         """Every stage in order; returns the path of ``report.md``."""
         for name, system in self.experiment.systems.items():
             self.run_config(system)  # a bad key in any system fails now, before hours of training
-        self.run_config(None, *self.experiment.evaluate.overrides)  # and in the evaluation's overrides
+        for cfg in (self.run_config(None), self.run_config(None, *self.experiment.evaluate.overrides)):
+            grid_workers(cfg.fewshot.workers)  # and in the evaluation's overrides, or a bad worker count
         for folder in ("stages", "tune"):
             (self.out / folder).mkdir(parents=True, exist_ok=True)
         trained: dict[str, dict[str, Any]] = {}

@@ -1,5 +1,6 @@
 """``python -m benchmarks --quick`` runs end to end and records every field the README table needs."""
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +25,9 @@ def test_quick_benchmarks_write_every_field(tmp_path: Path) -> None:
     assert r["metrics"]["same_features_max_relative_difference"] < 0.05 and r["metrics"]["speedup"] > 0
     assert r["metrics"]["pesq_per_utterance"]["median_s"] > 0 and r["metrics"]["stoi_per_utterance"]["median_s"] > 0
     assert 0 < r["synthesis"]["acoustic_rtf"] < r["synthesis"]["with_griffin_lim_rtf"]
+    evaluation = r["evaluation"]
+    assert evaluation["one_process"]["seconds"] > 0 and evaluation["workers"]["seconds"] > 0
+    assert evaluation["workers"]["processes"] == min(2, len(os.sched_getaffinity(0))) and evaluation["speedup"] > 0
     assert "skipped" in r["gpu"] or r["gpu"]
     table = (result.with_suffix(".md")).read_text()
-    assert table.count("\n| ") >= 12 and "synthesis RTF" in table
+    assert table.count("\n| ") >= 13 and "synthesis RTF" in table and "worker processes" in table

@@ -4,6 +4,9 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +15,8 @@ from conftest import execute_notebook
 from lightning_tts.cli import main
 from lightning_tts.config import load_config
 from lightning_tts.errors import DataError
-from lightning_tts.evaluation.grid import check_metrics
+from lightning_tts.evaluation.grid import check_metrics, run_evaluation
+from lightning_tts.evaluation.parallel import THREAD_VARIABLES
 from lightning_tts.evaluation.scoring import METRICS
 from lightning_tts.training import run
 
@@ -115,6 +119,32 @@ def test_evaluate_bad_input(checkpoints, tmp_path: Path, capsys) -> None:
     assert main(["evaluate", "--checkpoint", paths[0], "--shots", "40", "--out", str(tmp_path / "e"), *overrides]) == 1
     assert "no test speaker has 40 support" in capsys.readouterr().err
     assert main(["evaluate", "--checkpoint", paths[0], "--out", "/nonexistent/dir/e", *overrides]) == 1
+    assert main(["evaluate", "--checkpoint", paths[0], "--out", str(tmp_path / "w"), "fewshot.workers=-1", *overrides]) == 2
+    assert "fewshot.workers must be >= 0 (0: one per CPU core), got -1" in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()  # refused before anything was written
+
+
+def test_worker_processes_share_the_speakers_and_change_no_number(checkpoints, tmp_path: Path) -> None:
+    """Two worker processes (one speaker each) give, digit for digit, what one process with one thread
+    gives: rows, paired differences and the kept samples, in the same order; progress once per cell."""
+    paths, common, _ = checkpoints
+    overrides = [c for c in common if c.startswith(("data.", "trainer.default"))]
+    heard: list[str] = []
+    shared = tmp_path / "shared"
+    results = run_evaluation(load_config([], [*overrides, "fewshot.workers=2"]), [paths[1]], [2], [0, 2], shared,
+                             progress=heard.append, samples=1)
+    system = results["checkpoints"][0]["system"]
+    assert heard == ["ground truth", "vocoder ceiling", f"{system} K=2 steps=0", f"{system} K=2 steps=2"]
+    one = tmp_path / "one"
+    subprocess.run([sys.executable, "-m", "lightning_tts", "evaluate", "--checkpoint", paths[1], "--shots", "2",
+                    "--steps", "0,2", "--samples", "1", "--no-progress", "--out", str(one), "fewshot.workers=1",
+                    *overrides], env={**os.environ, **{name: "1" for name in THREAD_VARIABLES}}, check=True,
+                   capture_output=True)
+    a, b = (json.loads((out / "results.json").read_text()) for out in (shared, one))
+    assert len(a["speakers"]) == 2 and a["metrics"] == list(METRICS)
+    for key in ("rows", "differences", "intelligibility", "samples", "speakers"):
+        assert json.dumps(a[key], sort_keys=True) == json.dumps(b[key], sort_keys=True), key
+    assert all((shared / s["audio"]).is_file() for s in a["samples"]) and len(a["samples"]) == 2 * (2 + 2)
 
 
 @pytest.mark.parametrize("metrics, overrides, message", [

@@ -81,6 +81,9 @@ def test_no_systems_and_bad_run_keys_fail_before_training(tmp_path: Path, capsys
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: unknown config key 'trainer.max_stepz'") and "\n" not in err
     assert not (tmp_path / "out" / "runs").exists()
+    assert main(["experiment", f"out={tmp_path / 'out'}", "evaluate.overrides=[fewshot.workers=-2]"]) == 2
+    assert capsys.readouterr().err.strip() == "error: fewshot.workers must be >= 0 (0: one per CPU core), got -2"
+    assert not (tmp_path / "out" / "runs").exists()
 
 
 def test_the_rate_is_chosen_by_the_metrics_direction() -> None:

@@ -79,3 +79,16 @@ def test_recogniser_transcribes_a_recording_of_known_text() -> None:
     heard = transcribe(wav, ESPEAK_SAMPLE_RATE)
     assert word_error_rate(text, heard) <= 0.2, heard
     assert word_error_rate("The weather was cold and windy this week.", heard) >= 0.8
+
+
+def test_a_transcript_depends_on_its_clip_alone(synthetic_root) -> None:
+    """The recogniser adapts its feature normalisation to what it hears; every clip starts from a
+    fresh state, so a clip transcribes the same whatever was decoded before it (as it must for the
+    evaluation's worker processes, and for systems scored one after another)."""
+    from lightning_tts.audio import read_audio
+    from lightning_tts.evaluation.recognizer import transcribe
+
+    clips = [read_audio(path, 16000) for path in sorted(synthetic_root.rglob("*.flac"))[:6]]
+    first = [transcribe(wav, 16000) for wav in clips]
+    again = [transcribe(wav, 16000) for wav in reversed(clips)][::-1]
+    assert first == again and any(first)

@@ -34,6 +34,10 @@ class FewShotConfig:
             run trained apart from the models under test), or ``none``/null (no ``speaker_sim``).
         wer: transcribe every synthesis with the offline recogniser and report ``wer``/``cer``
             against its text (here and in ``evaluate``).
+        workers: processes that share the speakers of ``evaluate`` and of an experiment's tuning and
+            evaluation stages (``evaluation.parallel``; 0: one per CPU core; 1: this process). Each
+            worker runs one torch thread, so its numbers are the same for any number of workers. This
+            callback, which runs inside training, does not use it.
     """
 
     every: int = 1
@@ -43,6 +47,7 @@ class FewShotConfig:
     steps: int = 10
     speaker_encoder: Optional[str] = RESEMBLYZER
     wer: bool = True
+    workers: int = 1
 
 
 class FewShotEvalCallback(pl.Callback):

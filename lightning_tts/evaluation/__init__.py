@@ -6,6 +6,7 @@ synthesise a fixed query set, and score it against the recordings.
 - ``scoring``: ``score_pair``, the one scoring function (``evaluate`` and the few-shot callback);
 - ``stats``: means and confidence intervals;
 - ``grid``: the shots x steps grid over checkpoints (``run_evaluation``);
+- ``parallel``: the grid's speakers shared among worker processes (``fewshot.workers``);
 - ``samples``: the kept audio (and mel thumbnails) of the first queries of each speaker;
 - ``report``: results as CSV, Markdown tables and adaptation curves;
 - ``listening``: the self-contained listening page ``report.html`` (players, tables, curves);

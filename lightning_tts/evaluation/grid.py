@@ -19,6 +19,7 @@ kept (``samples.SampleWriter``) for the listening page ``report.html``.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
@@ -33,6 +34,7 @@ from lightning_tts.data.plans import TaskBatches
 from lightning_tts.devices import resolve_device
 from lightning_tts.errors import DataError, LightningTTSError
 from lightning_tts.evaluation.judges import NO_JUDGE, Embedder, build_judge, judge_checkpoint, judge_kind, judge_record
+from lightning_tts.evaluation.parallel import grid_workers, merge_rows, order_entries, report_progress, run_in_processes, split_evenly
 from lightning_tts.evaluation.recognizer import RECOGNIZER, Transcriber, transcriber
 from lightning_tts.evaluation.report import CEILING, write_report
 from lightning_tts.evaluation.samples import SampleWriter
@@ -139,6 +141,53 @@ class Evaluator:
     def _row(self, system: str, shots: Optional[int], steps: Optional[int], scores: list[dict[str, float]]) -> dict[str, Any]:
         return {"system": system, "shots": shots, "steps": steps,
                 "metrics": {m: mean_ci([s[m] for s in scores]) for m in self.metrics}}
+
+
+@dataclass(frozen=True)
+class GridPart:
+    """The whole grid on some of the speakers: what one process scores (picklable, to cross to a worker
+    process). Fields as ``run_evaluation``'s arguments; ``judge`` is the judge spec (None: no
+    ``speaker_sim``), ``wer`` whether the recogniser scores, ``device`` where models run."""
+
+    checkpoints: tuple[str, ...]
+    names: tuple[str, ...]
+    adapt_lrs: tuple[Rate, ...]
+    adapt_options: dict[str, Any]
+    sets: tuple[SpeakerSet, ...]
+    shots: tuple[int, ...]
+    steps: tuple[int, ...]
+    vocoder: VocoderConfig
+    judge: Optional[str]
+    wer: bool
+    metrics: Optional[tuple[str, ...]]
+    references: bool
+    samples: int
+    out: Path
+    device: str
+    seed: int
+
+
+def score_part(part: GridPart, learners: Optional[Sequence[BaseLearner]] = None, embed: Optional[Embedder] = None,
+               progress: Optional[Callable[[str], None]] = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[str]]:
+    """Score ``part`` in this process with ``learners`` and the judge ``embed`` (defaults: loaded from its
+    checkpoints and judge spec): the rows (reference rows first when asked), the sample entries written
+    under ``part.out``, and the metrics scored. ``progress`` (default: ``parallel.report_progress``, a
+    no-op outside a worker process) hears each finished cell."""
+    if learners is None:
+        learners = [load_learner(c).to(part.device) for c in part.checkpoints]
+        for learner in learners:
+            if part.adapt_options:
+                learner.set_adaptation(part.adapt_options)
+    torch.manual_seed(part.seed)
+    sets, features = list(part.sets), learners[0].feature_params
+    writer = SampleWriter(part.out, sets, part.samples, features)
+    evaluator = Evaluator(sets, features.sample_rate, part.vocoder, progress=progress or report_progress,
+                          embed=embed if embed is not None else build_judge(part.judge, features.sample_rate), keep=writer,
+                          transcribe=transcriber(features.sample_rate) if part.wer else None, only=part.metrics)
+    rows = evaluator.reference_rows(features) if part.references else []
+    for name, learner, lr in zip(part.names, learners, part.adapt_lrs):
+        rows += evaluator.checkpoint_rows(name, learner, part.shots, part.steps, lr)
+    return rows, writer.entries, evaluator.metrics
 
 
 def query_clusters(speakers: Mapping[str, Mapping[str, Sequence[str]]]) -> list[str]:
@@ -257,7 +306,10 @@ def run_evaluation(cfg: DictConfig, checkpoints: Sequence[str], shots: Sequence[
     truth and vocoder-ceiling rows (False: the checkpoints' rows only, as tuning needs); write the
     report files (``report.REPORT_FILES``) into ``out`` (created; its parent must exist), and the audio
     of the first ``samples`` queries per speaker under ``out/samples/`` (0: none). Models
-    adapt and synthesise on ``device`` (``auto``: CUDA when present); scoring runs on the CPU.
+    adapt and synthesise on ``device`` (``auto``: CUDA when present); scoring runs on the CPU. With
+    ``fewshot.workers`` other than 1 the speakers are shared among spawned worker processes of one torch
+    thread each (``parallel``; the results are the same for any number of them): a script that calls
+    this then needs the ``if __name__ == "__main__":`` guard that spawned processes need.
 
     Raises:
         DataError / LightningTTSError: unusable data, checkpoints or grid.
@@ -285,6 +337,7 @@ def run_evaluation(cfg: DictConfig, checkpoints: Sequence[str], shots: Sequence[
         check_metrics(metrics, cfg)
     if names is not None and len(set(names)) != len(names):
         raise DataError(f"system names must be unique, got {list(names)}")
+    workers = grid_workers(cfg.fewshot.workers)
     out.mkdir(exist_ok=True)
     device = resolve_device(device)
     learners = [load_learner(c).to(device) for c in checkpoints]
@@ -298,22 +351,29 @@ def run_evaluation(cfg: DictConfig, checkpoints: Sequence[str], shots: Sequence[
     sets = fixed_speaker_sets(dm.index.utterances, getattr(dm.split, split), max(shots), cfg.data.tasks.queries,
                               cfg.data.splits.seed)
     refuse_training_speakers(checkpoints, learners, [s.speaker for s in sets], split)
-    torch.manual_seed(cfg.seed)
-    sample_rate = learners[0].feature_params.sample_rate
     judge = cfg.fewshot.speaker_encoder if metrics is None or "speaker_sim" in metrics else None
-    embed = build_judge(judge, sample_rate)
+    embed = build_judge(judge, learners[0].feature_params.sample_rate)  # a bad judge fails here, before any scoring
     encoder = judge_checkpoint(judge)
     if encoder is not None and file_sha256(encoder) in {file_sha256(c) for c in checkpoints}:
         raise LightningTTSError(f"fewshot.speaker_encoder {encoder} is also a checkpoint under evaluation: "
                                 f"a model must not be graded by its own encoder")
-    writer = SampleWriter(out, sets, samples, learners[0].feature_params)
-    transcribe = transcriber(sample_rate) if cfg.fewshot.wer and (metrics is None or {"wer", "cer"} & set(metrics)) else None
-    evaluator = Evaluator(sets, sample_rate, build(VocoderConfig, cfg.vocoder), progress=progress, embed=embed,
-                          keep=writer, transcribe=transcribe, only=metrics)
-    rows = evaluator.reference_rows(learners[0].feature_params) if references else []
     names = list(names) if names is not None else system_names(checkpoints, learners)
-    for name, learner, lr in zip(names, learners, adapt_lrs):
-        rows += evaluator.checkpoint_rows(name, learner, shots, steps, lr)
+    part = GridPart(checkpoints=tuple(str(c) for c in checkpoints), names=tuple(names), adapt_lrs=tuple(adapt_lrs),
+                    adapt_options=dict(adapt_options or {}), sets=tuple(sets), shots=tuple(shots), steps=tuple(steps),
+                    vocoder=build(VocoderConfig, cfg.vocoder), judge=judge,
+                    wer=bool(cfg.fewshot.wer) and (metrics is None or bool({"wer", "cer"} & set(metrics))),
+                    metrics=tuple(metrics) if metrics is not None else None, references=references, samples=samples,
+                    out=out, device=str(device), seed=int(cfg.seed))
+    workers = min(workers, len(sets))
+    if workers == 1:
+        rows, entries, scored = score_part(part, learners, embed, progress)
+    else:
+        groups = [replace(part, sets=tuple(group)) for group in split_evenly(sets, workers)]
+        parts = run_in_processes(score_part, groups, progress)
+        rows = merge_rows([rows for rows, _, _ in parts])
+        entries = order_entries([e for _, group_entries, _ in parts for e in group_entries], rows,
+                                [s.speaker for s in sets])
+        scored = parts[0][2]
     speakers = {s.speaker: {"support": [u.utterance_id for u in s.support], "query": [u.utterance_id for u in s.query]}
                 for s in sets}
     clusters = query_clusters(speakers)
@@ -325,11 +385,11 @@ def run_evaluation(cfg: DictConfig, checkpoints: Sequence[str], shots: Sequence[
                          "training_cost": l.training_cost, "adapt_options": dict(adapt_options or {})}
                         for c, l, n, lr in zip(checkpoints, learners, names, adapt_lrs)],
         "speaker_encoder": judge_record(judge),
-        "metrics": evaluator.metrics, "config": to_container(cfg), "rows": rows, "provenance": provenance(),
-        "differences": paired_differences(rows, clusters, evaluator.metrics, cfg.seed),
+        "metrics": scored, "config": to_container(cfg), "rows": rows, "provenance": provenance(),
+        "differences": paired_differences(rows, clusters, scored, cfg.seed),
         "intelligibility": intelligibility(rows, clusters, cfg.seed),
-        "recognizer": RECOGNIZER if transcribe is not None else None,
-        "samples": writer.entries,
+        "recognizer": RECOGNIZER if part.wer else None,
+        "samples": entries,
     }
     write_report(results, out)
     return results

@@ -34,7 +34,8 @@ def _decoder() -> Any:
 
 
 def transcribe(wav: torch.Tensor, sample_rate: int) -> str:
-    """The recogniser's transcript of a waveform (lower case; may be empty).
+    """The recogniser's transcript of a waveform (lower case; may be empty), the same whatever was
+    transcribed before it in this process.
 
     Args:
         wav: (N,) waveform in [-1, 1] at ``sample_rate``.
@@ -43,7 +44,8 @@ def transcribe(wav: torch.Tensor, sample_rate: int) -> str:
     audio = resample(wav.detach().float().cpu().reshape(-1), sample_rate, RECOGNIZER_SAMPLE_RATE)
     pcm = (np.clip(audio.numpy(), -1.0, 1.0) * 32767).astype(np.int16)  # (N16,)
     decoder = _decoder()
-    decoder.start_utt()
+    decoder.reinit_feat()  # fresh feature state (its cepstral mean adapts to each clip): a clip's transcript
+    decoder.start_utt()    # is a function of that clip alone, not of the clips decoded before it
     decoder.process_raw(pcm.tobytes(), no_search=False, full_utt=True)
     decoder.end_utt()
     hypothesis = decoder.hyp()
