@@ -13,8 +13,8 @@ import os
 import queue as queue_module
 import traceback
 from collections import Counter
-from multiprocessing import get_context
 from contextlib import contextmanager
+from multiprocessing import get_context
 from typing import Any, Callable, Iterator, Optional, Sequence, TypeVar
 
 import torch
