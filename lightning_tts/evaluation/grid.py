@@ -143,6 +143,16 @@ class Evaluator:
                 "metrics": {m: mean_ci([s[m] for s in scores]) for m in self.metrics}}
 
 
+def load_learners(checkpoints: Sequence[str], device: str | torch.device,
+                  adapt_options: Optional[Mapping[str, Any]] = None) -> list[BaseLearner]:
+    """The checkpoints' learners on ``device``, each adapting with ``adapt_options`` when given."""
+    learners = [load_learner(c).to(device) for c in checkpoints]
+    if adapt_options:
+        for learner in learners:
+            learner.set_adaptation(adapt_options)
+    return learners
+
+
 @dataclass(frozen=True)
 class GridPart:
     """The whole grid on some of the speakers: what one process scores (picklable, to cross to a worker
@@ -174,10 +184,7 @@ def score_part(part: GridPart, learners: Optional[Sequence[BaseLearner]] = None,
     under ``part.out``, and the metrics scored. ``progress`` (default: ``parallel.report_progress``, a
     no-op outside a worker process) hears each finished cell."""
     if learners is None:
-        learners = [load_learner(c).to(part.device) for c in part.checkpoints]
-        for learner in learners:
-            if part.adapt_options:
-                learner.set_adaptation(part.adapt_options)
+        learners = load_learners(part.checkpoints, part.device, part.adapt_options)
     torch.manual_seed(part.seed)
     sets, features = list(part.sets), learners[0].feature_params
     writer = SampleWriter(part.out, sets, part.samples, features)
@@ -340,10 +347,7 @@ def run_evaluation(cfg: DictConfig, checkpoints: Sequence[str], shots: Sequence[
     workers = grid_workers(cfg.fewshot.workers)
     out.mkdir(exist_ok=True)
     device = resolve_device(device)
-    learners = [load_learner(c).to(device) for c in checkpoints]
-    if adapt_options:
-        for learner in learners:
-            learner.set_adaptation(adapt_options)
+    learners = load_learners(checkpoints, device, adapt_options)
     features = FeatureParams.from_config(cfg.features)
     for learner in learners:
         learner.check_features(features)
