@@ -168,7 +168,7 @@ def _experiment_args(p: argparse.ArgumentParser) -> None:
 
 def _experiment(args: argparse.Namespace, cfg: Optional[DictConfig]) -> int:
     """Train every system, choose adaptation rates on validation speakers, evaluate on test speakers."""
-    from lightning_tts.experiment import load_experiment, run_experiment
+    from lightning_tts.experiment import load_experiment, report_name, run_experiment
     from lightning_tts.training import TrainingInterrupted
 
     experiment = load_experiment(args.config, args.overrides)
@@ -182,6 +182,8 @@ def _experiment(args: argparse.Namespace, cfg: Optional[DictConfig]) -> int:
         return stop.exit_code
     print(f"report: {report}")
     print(f"listening page: {report.parent / experiment.evaluate.name / 'report.html'}")
+    for grid in experiment.also_evaluate:
+        print(f"report of {grid.name}: {report.parent / report_name(grid.name)}")
     return 0
 
 

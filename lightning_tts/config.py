@@ -160,6 +160,10 @@ def merge_checked(schema: DictConfig, sources: Sequence[tuple[str, DictConfig]],
             cfg = OmegaConf.merge(cfg, node)
         except OmegaConfBaseException as err:
             raise _explain(err, schema, source) from err
+        except TypeError as err:  # OmegaConf: a mapping merged into a list or the reverse
+            key = _shape_mismatch(cfg, node) or "?"
+            raise ConfigError(f"{key} in {source}: its value does not have the shape of the key's ({err}); "
+                              f"a list is set whole, e.g. {key}=[...]") from err
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise ConfigError(f"required config value missing: {', '.join(missing)} (set it as {missing[0]}=...)")
@@ -168,6 +172,20 @@ def merge_checked(schema: DictConfig, sources: Sequence[tuple[str, DictConfig]],
     except (MissingMandatoryValue, OmegaConfBaseException) as err:
         raise ConfigError(f"cannot resolve config: {str(err).splitlines()[0]}") from err
     return cfg
+
+
+def _shape_mismatch(cfg: Any, node: Any, prefix: str = "") -> Optional[str]:
+    """The first dotted key where ``node`` has a mapping and ``cfg`` a list, or the reverse (None: none)."""
+    for key in node if isinstance(cfg, DictConfig) and isinstance(node, DictConfig) else ():
+        if key not in cfg:
+            continue
+        here, there = cfg._get_node(key), node._get_node(key)
+        if (OmegaConf.is_list(here) and OmegaConf.is_dict(there)) or (OmegaConf.is_dict(here) and OmegaConf.is_list(there)):
+            return f"{prefix}{key}"
+        found = _shape_mismatch(here, there, f"{prefix}{key}.")
+        if found:
+            return found
+    return None
 
 
 def load_config(config_files: Sequence[str | Path] = (), overrides: Sequence[str] = ()) -> DictConfig:

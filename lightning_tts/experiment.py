@@ -13,10 +13,13 @@ warm-start from an earlier system (``init_from: baseline``: that system's ``last
    rate is a grid rate is not adapted again at it: its scores there are the ``own`` stage's);
 3. ``evaluate``: the test speakers, every system with its chosen rate, into ``<out>/evaluate``
    (``results.json``/``.md``, paired differences against the first system, ``report.html``);
-   ``evaluate.name`` and ``evaluate.overrides`` add a second evaluation of the same trained systems
-   beside it (e.g. more test speakers), leaving training and tuning as they are;
-4. ``<out>/report.md`` (``report-<name>.md``): systems, training costs, the tuning table, a summary, the room to win
-   (``headroom_markdown``) and the evaluation tables.
+   ``evaluate.name`` and ``evaluate.overrides`` give it another folder and run-config overrides of its
+   own (e.g. more test speakers), leaving training and tuning as they are;
+4. each of ``also_evaluate`` (none by default): a further evaluation of the same trained systems with
+   the same chosen rates, after ``evaluate``, into ``<out>/<its name>`` with ``<out>/report-<its name>.md``;
+5. ``<out>/report.md`` (``report-<name>.md``): systems, training costs, the tuning table, a summary, the room to win
+   (``headroom_markdown``), the evaluation tables, and the paired differences of each ``also_evaluate``
+   evaluation (``also_markdown``); rewritten as each further evaluation finishes.
 
 Each stage is skipped when its finished output exists (``<out>/stages/<stage>.json``, written last,
 atomically); a killed ``train`` stage resumes from its own ``last.ckpt``. So after a kill the same
@@ -165,6 +168,9 @@ class ExperimentConfig:
             paired differences.
         tune: see ``TuneConfig``.
         evaluate: see ``EvaluateConfig``.
+        also_evaluate: further evaluations of the same trained systems with the same chosen rates, run
+            after ``evaluate`` in this order, each a stage with its own (distinct) name, folder and
+            report (e.g. more test speakers than ``evaluate`` has: ``conf/experiment/fewshot_default.yaml``).
     """
 
     out: str = "artifacts/experiment"
@@ -173,6 +179,11 @@ class ExperimentConfig:
     systems: Dict[str, SystemConfig] = field(default_factory=dict)
     tune: TuneConfig = field(default_factory=TuneConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    also_evaluate: List[EvaluateConfig] = field(default_factory=list)
+
+    def evaluations(self) -> list[EvaluateConfig]:
+        """``evaluate`` then each of ``also_evaluate``: every test-speaker evaluation, in stage order."""
+        return [self.evaluate, *self.also_evaluate]
 
 
 def load_experiment(files: Sequence[str | Path] = (), overrides: Sequence[str] = ()) -> ExperimentConfig:
@@ -207,18 +218,25 @@ def check_experiment(experiment: ExperimentConfig) -> None:
         if system.init_from is not None and system.init_from not in names[:i]:
             raise ConfigError(f"systems.{name}.init_from={system.init_from!r} is not a system listed before {name!r} "
                               f"(earlier systems: {names[:i] or 'none'})")
-    tune, grid = experiment.tune, experiment.evaluate
+    tune = experiment.tune
     if tune.metric not in LOWER_IS_BETTER:
         raise ConfigError(f"tune.metric must be one of {sorted(LOWER_IS_BETTER)}, got {tune.metric!r}")
     if any(not lr > 0 for lr in tune.lrs) or tune.shots < 1 or not tune.steps or min(tune.steps) < 1:
         raise ConfigError(f"tune needs rates > 0, shots >= 1 and steps >= 1, got lrs={tune.lrs} shots={tune.shots} "
                           f"steps={tune.steps}")
-    if not grid.shots or min(grid.shots) < 1 or not grid.steps or min(grid.steps) < 0 or grid.samples < 0:
-        raise ConfigError(f"evaluate needs shots >= 1, steps >= 0 and samples >= 0, got shots={grid.shots} "
-                          f"steps={grid.steps} samples={grid.samples}")
-    if not grid.name.isidentifier() or grid.name in RESERVED_FOLDERS:
-        raise ConfigError(f"evaluate.name must be a plain name (letters, digits, _) other than "
-                          f"{list(RESERVED_FOLDERS)}, got {grid.name!r}")
+    names = []
+    for i, grid in enumerate(experiment.evaluations()):
+        key = "evaluate" if i == 0 else f"also_evaluate[{i - 1}]"
+        if not grid.shots or min(grid.shots) < 1 or not grid.steps or min(grid.steps) < 0 or grid.samples < 0:
+            raise ConfigError(f"{key} needs shots >= 1, steps >= 0 and samples >= 0, got shots={grid.shots} "
+                              f"steps={grid.steps} samples={grid.samples}")
+        if not grid.name.isidentifier() or grid.name in RESERVED_FOLDERS:
+            raise ConfigError(f"{key}.name must be a plain name (letters, digits, _) other than "
+                              f"{list(RESERVED_FOLDERS)}, got {grid.name!r}")
+        if grid.name in names:
+            raise ConfigError(f"{key}.name={grid.name!r} is taken by an earlier evaluation (every evaluation needs "
+                              f"its own folder): give it another name")
+        names.append(grid.name)
 
 
 @dataclass
@@ -247,7 +265,7 @@ class Experiment:
         self.experiment, self.progress = experiment, progress
         self.out = Path(experiment.out).resolve()
         self.say = say or log.info
-        self.stages_total = len(experiment.systems) + len(self.candidates()) + 1
+        self.stages_total = len(experiment.systems) + len(self.candidates()) + len(experiment.evaluations())
         self.stage_number = 0
 
     def candidates(self) -> list[Optional[float]]:
@@ -377,11 +395,12 @@ class Experiment:
                 cells[r["system"]][str(r["steps"])] = r["metrics"][tune.metric]["mean"]
         return cells
 
-    def evaluate(self, trained: dict[str, dict[str, Any]], rates: dict[str, dict[int, Optional[float]]]) -> dict[str, Any]:
-        """Stage ``evaluate``: the test grid, every trained system adapting with its chosen rates
+    def evaluate(self, trained: dict[str, dict[str, Any]], rates: dict[str, dict[int, Optional[float]]],
+                 grid: EvaluateConfig) -> dict[str, Any]:
+        """Stage ``grid.name``: the test grid, every trained system adapting with its chosen rates
         (system -> evaluated step count -> rate)."""
-        grid = self.experiment.evaluate
-        stage = self.stage(grid.name, "evaluate on the test speakers")
+        label = "" if grid is self.experiment.evaluate else f" ({grid.name})"
+        stage = self.stage(grid.name, f"evaluate on the test speakers{label}")
         paths, hashes = [r["checkpoint"] for r in trained.values()], [r["sha256"] for r in trained.values()]
         out = self.out / grid.name
         done = stage.done()
@@ -403,17 +422,23 @@ class Experiment:
         """Every stage in order; returns the path of ``report.md``."""
         for name, system in self.experiment.systems.items():
             self.run_config(system)  # a bad key in any system fails now, before hours of training
-        for cfg in (self.run_config(None), self.run_config(None, *self.experiment.evaluate.overrides)):
-            grid_workers(cfg.fewshot.workers)  # and in the evaluation's overrides, or a bad worker count
+        evaluations = self.experiment.evaluations()
+        for cfg in (self.run_config(None), *(self.run_config(None, *grid.overrides) for grid in evaluations)):
+            grid_workers(cfg.fewshot.workers)  # and in each evaluation's overrides, or a bad worker count
         for folder in ("stages", "tune"):
             (self.out / folder).mkdir(parents=True, exist_ok=True)
         trained: dict[str, dict[str, Any]] = {}
         for name, system in self.experiment.systems.items():
             trained[name] = self.train(name, system, trained)
         choice = self.tune(trained)
-        results = self.evaluate(trained, chosen_rates(choice, self.experiment.evaluate.steps))
-        report = self.out / report_name(self.experiment.evaluate.name)
-        write_text(report, experiment_markdown(self.experiment, results, choice))
+        main, also = evaluations[0], []
+        report = self.out / report_name(main.name)
+        results = self.evaluate(trained, chosen_rates(choice, main.steps), main)
+        write_text(report, experiment_markdown(self.experiment, results, choice, main))
+        for grid in evaluations[1:]:
+            also.append((grid, self.evaluate(trained, chosen_rates(choice, grid.steps), grid)))
+            write_text(self.out / report_name(grid.name), experiment_markdown(self.experiment, also[-1][1], choice, grid))
+            write_text(report, experiment_markdown(self.experiment, results, choice, main, also))
         write_text(self.out / "experiment.yaml", OmegaConf.to_yaml(OmegaConf.structured(self.experiment)))
         return report
 
@@ -448,9 +473,12 @@ def chosen_rates(choice: dict[str, Any], steps: Sequence[int]) -> dict[str, dict
     return out
 
 
-def experiment_markdown(experiment: ExperimentConfig, results: dict[str, Any], tuning: dict[str, Any]) -> str:
-    """The experiment report: systems with their training cost, warm start and chosen rate; the
-    validation table that chose the rates; then the evaluation tables (``results_markdown``)."""
+def experiment_markdown(experiment: ExperimentConfig, results: dict[str, Any], tuning: dict[str, Any],
+                        grid: EvaluateConfig, also: Sequence[tuple[EvaluateConfig, dict[str, Any]]] = ()) -> str:
+    """The report of the evaluation ``grid`` (its ``results``): systems with their training cost, warm
+    start and chosen rate; the validation table that chose the rates; the evaluation tables
+    (``results_markdown``); then the paired differences of the further evaluations ``also``
+    (``also_markdown``: (its config, its results))."""
     costs = {c["system"]: c for c in results["checkpoints"]}
     lines = ["# Few-shot experiment", "",
              "| system | learner | warm start from | training cost | adaptation rate (chosen on val) |",
@@ -469,13 +497,33 @@ def experiment_markdown(experiment: ExperimentConfig, results: dict[str, Any], t
                   "| system | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
         for name, per_count in tuning["scores"].items():
             lines.append(f"| {name} | " + " | ".join(f"{per_count[str(count)][label]:.3f}" for label in labels) + " |")
-    grid = experiment.evaluate
     if grid.overrides:
         lines += ["", f"Evaluated with these run-config overrides (training and tuning did not see them): "
                       f"`{' '.join(grid.overrides)}`; {len(results['speakers'])} test speakers."]
     lines += ["", summary_markdown(results), "", headroom_markdown(results), "", results_markdown(results),
               f"Listening page: {grid.name}/report.html", ""]
-    return "\n".join(lines)
+    return "\n".join(lines + [also_markdown(g, r) for g, r in also])
+
+
+def also_markdown(grid: EvaluateConfig, results: dict[str, Any]) -> str:
+    """A further evaluation in the main report: what it evaluated, where its report is, and its paired
+    differences against the reference system as one table (rows system x K x steps, columns the
+    ``SUMMARY_METRICS`` it has: mean difference [speaker-clustered bootstrap 95 % CI])."""
+    differences = results.get("differences") or []
+    metrics = [m for m in SUMMARY_METRICS if any(d["metric"] == m for d in differences)]
+    against = differences[0]["against"] if differences else "the first system"
+    lines = [f"# Also evaluated: {grid.name} ({len(results['speakers'])} {results.get('split', 'test')} speakers, "
+             f"K={list(grid.shots)}, steps={list(grid.steps)}; the same systems and chosen rates)", "",
+             f"Its report: {report_name(grid.name)}; listening page: {grid.name}/report.html"
+             + (f"; run-config overrides `{' '.join(grid.overrides)}`" if grid.overrides else "") + ".", "",
+             f"Paired differences against {against} (speaker-clustered bootstrap 95 % CI):", "",
+             "| system | K | steps | " + " | ".join(metrics) + " |", "|---|---|---|" + "---|" * len(metrics)]
+    cells = {(d["system"], d["shots"], d["steps"]): {} for d in differences}
+    for d in differences:
+        cells[(d["system"], d["shots"], d["steps"])][d["metric"]] = f"{d['mean']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]"
+    for (system, shots, steps), found in cells.items():
+        lines.append(f"| {system} | {shots} | {steps} | " + " | ".join(found.get(m, "-") for m in metrics) + " |")
+    return "\n".join(lines + [""])
 
 
 def headroom_markdown(results: dict[str, Any], seed: int = 0) -> str:

@@ -38,6 +38,7 @@ CASES = [
     (["fit", "trainer.max_steps=many"], 2, "trainer.max_steps"),
     (["fit", "learner.name=mamll"], 2, "did you mean: maml"),
     (["fit", "learner.inner_stepz=2"], 2, "learner.inner_stepz"),
+    (["fit", "data.splits.test_speakers.0=p101"], 2, "data.splits.test_speakers in the command-line overrides"),
     (["fit", "learner.name=metric", "learner.encoder.width=3"], 2, "learner.encoder.width"),
     (["fit", "--config", "{bad_yaml}"], 2, "bad.yaml"),
     (["fit", "--config", "{tmp}/missing.yaml"], 2, "missing.yaml"),

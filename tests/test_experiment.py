@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from omegaconf import OmegaConf
 
 from lightning_tts.atomic import file_sha256
 from lightning_tts.cli import main
@@ -65,6 +66,10 @@ def test_overrides_go_to_the_experiment_or_to_every_run() -> None:
     (["evaluate.shots=[0]"], "evaluate needs shots >= 1"),
     (["evaluate.name=runs"], "evaluate.name must be a plain name"),
     (["evaluate.name=../x"], "evaluate.name must be a plain name"),
+    (["also_evaluate=[{name: evaluate}]"], "also_evaluate[0].name='evaluate' is taken by an earlier evaluation"),
+    (["also_evaluate=[{name: more},{name: stages}]"], "also_evaluate[1].name must be a plain name"),
+    (["also_evaluate=[{name: more, steps: []}]"], "also_evaluate[0] needs shots >= 1, steps >= 0"),
+    (["also_evaluate.0.name=more"], "also_evaluate in the command-line overrides: its value does not have the shape"),
     (["systems.baseline.confg=[a.yaml]"], "unknown config key 'systems.baseline.confg'"),
 ])
 def test_bad_experiments_fail_in_one_line(overrides: list[str], message: str) -> None:
@@ -83,6 +88,8 @@ def test_no_systems_and_bad_run_keys_fail_before_training(tmp_path: Path, capsys
     assert not (tmp_path / "out" / "runs").exists()
     assert main(["experiment", f"out={tmp_path / 'out'}", "evaluate.overrides=[fewshot.workers=-2]"]) == 2
     assert capsys.readouterr().err.strip() == "error: fewshot.workers must be >= 0 (0: one per CPU core), got -2"
+    assert main(["experiment", f"out={tmp_path / 'out'}", "also_evaluate=[{name: more, overrides: [fewshot.workers=-1]}]"]) == 2
+    assert capsys.readouterr().err.strip() == "error: fewshot.workers must be >= 0 (0: one per CPU core), got -1"
     assert not (tmp_path / "out" / "runs").exists()
 
 
@@ -191,19 +198,26 @@ def test_experiment_resumes_after_a_kill_between_stages(synthetic_root: Path, tm
     assert "evaluate on the test speakers: K=[2]" in log and "wer" not in json.loads(
         (out / "evaluate" / "results.json").read_text())["metrics"], log[-3000:]
 
-    # a second evaluation of the same systems (here: one query per speaker) sits beside the first
+    # a further evaluation of the same systems (here: one query per speaker) runs after the first, beside it
     evaluate_stamp = (out / "evaluate" / "results.json").stat().st_mtime_ns
-    more = _experiment(spec, *maml_budget, "fewshot.wer=false", "evaluate.name=more",
-                       "evaluate.overrides=[data.tasks.queries=1]")
+    more = _experiment(spec, *maml_budget, "fewshot.wer=false",
+                       "also_evaluate=[{name: more, shots: [2], steps: [1], samples: 0, overrides: [data.tasks.queries=1]}]")
     log = more.communicate(timeout=300)[0]
-    assert more.returncode == 0 and log.count("done before, skipped") == 4, log[-3000:]
-    assert f"report: {out / 'report-more.md'}" in log
+    assert more.returncode == 0 and log.count("done before, skipped") == 5, log[-3000:]
+    assert "[6/6] evaluate on the test speakers (more): K=[2], steps=[1]" in log, log[-3000:]
+    assert f"report: {out / 'report.md'}" in log and f"report of more: {out / 'report-more.md'}" in log
     assert (out / "evaluate" / "results.json").stat().st_mtime_ns == evaluate_stamp
     extra = json.loads((out / "more" / "results.json").read_text())
     assert extra["speakers"].keys() == results["speakers"].keys()
     assert all(len(sets["query"]) == 1 for sets in extra["speakers"].values())
     assert "`data.tasks.queries=1`" in (out / "report-more.md").read_text()
     assert (out / "stages" / "more.json").is_file()
+    differences = [d for d in extra["differences"] if d["metric"] == "mcd"]  # the main report closes with them
+    assert [(d["system"], d["shots"], d["steps"]) for d in differences] == [("maml", 2, 1)]
+    report = (out / "report.md").read_text()
+    assert "# Also evaluated: more (2 test speakers, K=[2], steps=[1]; the same systems and chosen rates)" in report
+    assert "| maml | 2 | 1 | " in report.split("# Also evaluated: more")[1]
+    assert f"{differences[0]['mean']:+.3f} [{differences[0]['ci_low']:+.3f}, {differences[0]['ci_high']:+.3f}]" in report
 
     # a system trained under another config is not reused silently: one line naming what to remove, nothing deleted
     changed = _experiment(spec)  # MAML's budget as the file says, not as it was trained
@@ -228,3 +242,29 @@ def test_room_to_win_is_the_reference_against_its_own_most_steps_cell() -> None:
     assert table[2] == "| K | steps | mcd |"
     # steps 0: s1 differs by -2 on both queries, s2 by -2 and -4: mean -2.5; resampling speakers gives -2 or -3 at the ends
     assert table[4:] == ["| 5 | 0 | -2.500 [-3.000, -2.000] |", "| 5 | 5 | -1.000 [-1.000, -1.000] |"]
+
+
+@pytest.mark.parametrize("preset, corpus, name", [("conf/experiment/fewshot_default.yaml", "synthetic", "p{:03d}"),
+                                                  ("conf/experiment/fewshot_espeak.yaml", "espeak", "e{:03d}")])
+def test_the_24_speaker_evaluation_keeps_the_training_and_validation_speakers(preset: str, corpus: str, name: str) -> None:
+    """The presets' ``also_evaluate`` lists are the seed-0 split of their 40-speaker corpus: the same
+    validation speakers, its test speakers plus the 20 new ones, so the trained systems meet no test
+    speaker and the 32 training speakers are unchanged."""
+    from types import SimpleNamespace
+
+    from lightning_tts.data.datamodule import split_speakers
+
+    first = 101 if corpus == "synthetic" else 1
+    experiment = load_experiment([preset])
+    (more,) = experiment.also_evaluate
+    cfgs = [load_config(experiment.config, [*experiment.overrides, *extra]) for extra in ([], more.overrides)]
+    splits = []
+    for cfg in cfgs:
+        count = cfg.data[corpus].speakers
+        index = SimpleNamespace(utterances=[SimpleNamespace(speaker=name.format(first + i), utterance_id=f"{i}_{j}")
+                                            for i in range(count) for j in range(4)])
+        splits.append(split_speakers(index, OmegaConf.to_container(cfg.data.splits)))
+    main, wide = splits
+    assert (len(main.train), len(main.val), len(main.test)) == (32, 4, 4)
+    assert wide.train == main.train and wide.val == main.val and set(main.test) < set(wide.test)
+    assert len(wide.test) == 24 and more.name == "evaluate_24" and more.shots == [5]
