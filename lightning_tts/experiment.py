@@ -510,19 +510,21 @@ def also_markdown(grid: EvaluateConfig, results: dict[str, Any]) -> str:
     differences against the reference system as one table (rows system x K x steps, columns the
     ``SUMMARY_METRICS`` it has: mean difference [speaker-clustered bootstrap 95 % CI])."""
     differences = results.get("differences") or []
-    metrics = [m for m in SUMMARY_METRICS if any(d["metric"] == m for d in differences)]
-    against = differences[0]["against"] if differences else "the first system"
     lines = [f"# Also evaluated: {grid.name} ({len(results['speakers'])} {results.get('split', 'test')} speakers, "
              f"K={list(grid.shots)}, steps={list(grid.steps)}; the same systems and chosen rates)", "",
              f"Its report: {report_name(grid.name)}; listening page: {grid.name}/report.html"
-             + (f"; run-config overrides `{' '.join(grid.overrides)}`" if grid.overrides else "") + ".", "",
-             f"Paired differences against {against} (speaker-clustered bootstrap 95 % CI):", "",
-             "| system | K | steps | " + " | ".join(metrics) + " |", "|---|---|---|" + "---|" * len(metrics)]
-    cells = {(d["system"], d["shots"], d["steps"]): {} for d in differences}
+             + (f"; run-config overrides `{' '.join(grid.overrides)}`" if grid.overrides else "") + ".", ""]
+    if not differences:
+        return "\n".join(lines + ["One system: no paired differences.", ""])
+    metrics = [m for m in SUMMARY_METRICS if any(d["metric"] == m for d in differences)]
+    cells: dict[tuple[str, int, int], dict[str, str]] = {}
     for d in differences:
-        cells[(d["system"], d["shots"], d["steps"])][d["metric"]] = f"{d['mean']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]"
-    for (system, shots, steps), found in cells.items():
-        lines.append(f"| {system} | {shots} | {steps} | " + " | ".join(found.get(m, "-") for m in metrics) + " |")
+        cells.setdefault((d["system"], d["shots"], d["steps"]), {})[d["metric"]] = (
+            f"{d['mean']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]")
+    lines += [f"Paired differences against {differences[0]['against']} (speaker-clustered bootstrap 95 % CI):", "",
+              "| system | K | steps | " + " | ".join(metrics) + " |", "|---|---|---|" + "---|" * len(metrics)]
+    lines += [f"| {system} | {shots} | {steps} | " + " | ".join(found.get(m, "-") for m in metrics) + " |"
+              for (system, shots, steps), found in cells.items()]
     return "\n".join(lines + [""])
 
 

@@ -268,3 +268,27 @@ def test_the_24_speaker_evaluation_keeps_the_training_and_validation_speakers(pr
     assert (len(main.train), len(main.val), len(main.test)) == (32, 4, 4)
     assert wide.train == main.train and wide.val == main.val and set(main.test) < set(wide.test)
     assert len(wide.test) == 24 and more.name == "evaluate_24" and more.shots == [5]
+
+
+def test_a_further_evaluation_closes_the_report_with_its_paired_differences() -> None:
+    """One row per (system, K, steps), one column per summary metric it has ('-' where one is missing);
+    a single system has none to show."""
+    from lightning_tts.experiment import EvaluateConfig, also_markdown
+
+    def diff(system: str, steps: int, metric: str, mean: float) -> dict:
+        return {"system": system, "shots": 5, "steps": steps, "metric": metric, "mean": mean, "ci_low": mean - 0.1,
+                "ci_high": mean + 0.1, "against": "base"}
+
+    grid = EvaluateConfig(shots=[5], steps=[0, 5], name="wide", overrides=["data.root=x"])
+    results = {"speakers": {"s1": {}, "s2": {}, "s3": {}},
+               "differences": [diff("a", 0, "mcd", -0.5), diff("a", 0, "speaker_sim", 0.02), diff("a", 5, "mcd", 0.25),
+                               diff("a", 5, "pesq", 1.0)]}
+    lines = also_markdown(grid, results).splitlines()
+    assert lines[0] == "# Also evaluated: wide (3 test speakers, K=[5], steps=[0, 5]; the same systems and chosen rates)"
+    assert lines[2] == "Its report: report-wide.md; listening page: wide/report.html; run-config overrides `data.root=x`."
+    assert lines[4] == "Paired differences against base (speaker-clustered bootstrap 95 % CI):"
+    assert lines[6:] == ["| system | K | steps | speaker_sim | mcd |", "|---|---|---|---|---|",
+                         "| a | 5 | 0 | +0.020 [-0.080, +0.120] | -0.500 [-0.600, -0.400] |",
+                         "| a | 5 | 5 | - | +0.250 [+0.150, +0.350] |"]
+    assert also_markdown(grid, {"speakers": {"s1": {}}, "differences": []}).splitlines()[4] == \
+        "One system: no paired differences."
