@@ -431,14 +431,13 @@ class Experiment:
         for name, system in self.experiment.systems.items():
             trained[name] = self.train(name, system, trained)
         choice = self.tune(trained)
-        main, also = evaluations[0], []
-        report = self.out / report_name(main.name)
-        results = self.evaluate(trained, chosen_rates(choice, main.steps), main)
-        write_text(report, experiment_markdown(self.experiment, results, choice, main))
-        for grid in evaluations[1:]:
-            also.append((grid, self.evaluate(trained, chosen_rates(choice, grid.steps), grid)))
-            write_text(self.out / report_name(grid.name), experiment_markdown(self.experiment, also[-1][1], choice, grid))
-            write_text(report, experiment_markdown(self.experiment, results, choice, main, also))
+        main, report = evaluations[0], self.out / report_name(evaluations[0].name)
+        finished: list[tuple[EvaluateConfig, dict[str, Any]]] = []  # (evaluation, its results), in stage order
+        for grid in evaluations:
+            finished.append((grid, self.evaluate(trained, chosen_rates(choice, grid.steps), grid)))
+            if grid is not main:
+                write_text(self.out / report_name(grid.name), experiment_markdown(self.experiment, finished[-1][1], choice, grid))
+            write_text(report, experiment_markdown(self.experiment, finished[0][1], choice, main, finished[1:]))
         write_text(self.out / "experiment.yaml", OmegaConf.to_yaml(OmegaConf.structured(self.experiment)))
         return report
 
