@@ -44,11 +44,11 @@ from omegaconf import OmegaConf
 
 from lightning_tts.atomic import file_sha256, read_json, write_json, write_text
 from lightning_tts.config import load_config, merge_checked, read_sources
-from lightning_tts.errors import ConfigError
-from lightning_tts.evaluation.grid import run_evaluation
+from lightning_tts.errors import ConfigError, DataError
+from lightning_tts.evaluation.grid import check_metrics, run_evaluation
 from lightning_tts.evaluation.parallel import grid_workers
 from lightning_tts.evaluation.report import results_markdown
-from lightning_tts.evaluation.scoring import LOWER_IS_BETTER
+from lightning_tts.evaluation.scoring import LOWER_IS_BETTER, METRICS
 from lightning_tts.evaluation.stats import format_cost, format_mean_ci, paired_bootstrap
 from lightning_tts.learners import load_learner
 from lightning_tts.training import run
@@ -146,6 +146,9 @@ class EvaluateConfig:
         overrides: run-config overrides of this stage only (training and tuning never see them), e.g.
             a larger corpus with more test speakers: ``data.root=...``, ``data.splits.test_speakers=[...]``.
             Whatever they say, a speaker that a system trained on is refused as a test speaker.
+        metrics: score only these (``evaluation.scoring.METRICS``, as ``evaluate --metrics``; at least one
+            of ``SUMMARY_METRICS``); None: every metric the run config allows. Leaving out one that no
+            summary table shows (``pesq``) shortens a large evaluation.
     """
 
     shots: List[int] = field(default_factory=lambda: [1, 5])
@@ -153,6 +156,7 @@ class EvaluateConfig:
     samples: int = 2
     name: str = "evaluate"
     overrides: List[str] = field(default_factory=list)
+    metrics: Optional[List[str]] = None
 
 
 @dataclass
@@ -204,6 +208,11 @@ def load_experiment(files: Sequence[str | Path] = (), overrides: Sequence[str] =
     return experiment
 
 
+def evaluation_key(index: int) -> str:
+    """The experiment key of evaluation ``index`` of ``ExperimentConfig.evaluations()``, for errors."""
+    return "evaluate" if index == 0 else f"also_evaluate[{index - 1}]"
+
+
 def check_experiment(experiment: ExperimentConfig) -> None:
     """Refuse what would fail late: no systems, a warm start from an unknown or later system, a bad
     grid or criterion. Run configs are checked at the start of ``run_experiment``.
@@ -226,7 +235,7 @@ def check_experiment(experiment: ExperimentConfig) -> None:
                           f"steps={tune.steps}")
     names = []
     for i, grid in enumerate(experiment.evaluations()):
-        key = "evaluate" if i == 0 else f"also_evaluate[{i - 1}]"
+        key = evaluation_key(i)
         if not grid.shots or min(grid.shots) < 1 or not grid.steps or min(grid.steps) < 0 or grid.samples < 0:
             raise ConfigError(f"{key} needs shots >= 1, steps >= 0 and samples >= 0, got shots={grid.shots} "
                               f"steps={grid.steps} samples={grid.samples}")
@@ -237,6 +246,23 @@ def check_experiment(experiment: ExperimentConfig) -> None:
             raise ConfigError(f"{key}.name={grid.name!r} is taken by an earlier evaluation (every evaluation needs "
                               f"its own folder): give it another name")
         names.append(grid.name)
+        if grid.metrics is not None:
+            check_selection(key, grid.metrics)
+
+
+def check_selection(key: str, metrics: Sequence[str]) -> None:
+    """Refuse an evaluation's metric selection (``EvaluateConfig.metrics``, at ``key``) that names an
+    unknown metric or none of the ``SUMMARY_METRICS`` its report's tables are made of.
+
+    Raises:
+        ConfigError: one line naming the key.
+    """
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        raise ConfigError(f"{key}.metrics: unknown metric {unknown[0]!r}: one of {', '.join(METRICS)}")
+    if not set(metrics) & set(SUMMARY_METRICS):
+        raise ConfigError(f"{key}.metrics must include one of {', '.join(SUMMARY_METRICS)} (the report's tables are "
+                          f"made of them), got {list(metrics)}")
 
 
 @dataclass
@@ -408,13 +434,14 @@ class Experiment:
         setting = {"sha256": hashes, "rates": [{str(n): lr for n, lr in per_steps.items()} for per_steps in rates.values()],
                    "grid": {"shots": list(grid.shots), "steps": list(grid.steps), "samples": grid.samples},
                    "config_sha256": config_sha256(cfg)}  # rates as JSON keeps them
+        setting["metrics"] = None if grid.metrics is None else list(grid.metrics)  # a record without it: None
         if done is not None and all(done.get(k) == v for k, v in setting.items()):
             self.say(f"{stage.name}: done before, skipped")
             return read_json(out / "results.json")
         self.say(f"{stage.name}: K={grid.shots}, steps={grid.steps}")
         started = time.time()
         results = run_evaluation(cfg, paths, grid.shots, grid.steps, out, samples=grid.samples,
-                                 adapt_lrs=list(rates.values()), names=list(trained))
+                                 adapt_lrs=list(rates.values()), names=list(trained), metrics=grid.metrics)
         self.finish(stage, {"checkpoints": paths, **setting}, started)
         return results
 
@@ -423,8 +450,15 @@ class Experiment:
         for name, system in self.experiment.systems.items():
             self.run_config(system)  # a bad key in any system fails now, before hours of training
         evaluations = self.experiment.evaluations()
-        for cfg in (self.run_config(None), *(self.run_config(None, *grid.overrides) for grid in evaluations)):
-            grid_workers(cfg.fewshot.workers)  # and in each evaluation's overrides, or a bad worker count
+        grid_workers(self.run_config(None).fewshot.workers)
+        for i, grid in enumerate(evaluations):  # each evaluation's worker count and metrics, before training
+            cfg = self.run_config(None, *grid.overrides)
+            grid_workers(cfg.fewshot.workers)
+            if grid.metrics is not None:
+                try:
+                    check_metrics(grid.metrics, cfg)
+                except DataError as error:
+                    raise ConfigError(f"{evaluation_key(i)}.metrics: {error}") from None
         for folder in ("stages", "tune"):
             (self.out / folder).mkdir(parents=True, exist_ok=True)
         trained: dict[str, dict[str, Any]] = {}
@@ -476,7 +510,7 @@ def experiment_markdown(experiment: ExperimentConfig, results: dict[str, Any], t
                         grid: EvaluateConfig, also: Sequence[tuple[EvaluateConfig, dict[str, Any]]] = ()) -> str:
     """The report of the evaluation ``grid`` (its ``results``): systems with their training cost, warm
     start and chosen rate; the validation table that chose the rates; the evaluation tables
-    (``results_markdown``); then the paired differences of the further evaluations ``also``
+    (``results_markdown``; a metric selection is stated); then the paired differences of the further evaluations ``also``
     (``also_markdown``: (its config, its results))."""
     costs = {c["system"]: c for c in results["checkpoints"]}
     lines = ["# Few-shot experiment", "",
@@ -499,6 +533,8 @@ def experiment_markdown(experiment: ExperimentConfig, results: dict[str, Any], t
     if grid.overrides:
         lines += ["", f"Evaluated with these run-config overrides (training and tuning did not see them): "
                       f"`{' '.join(grid.overrides)}`; {len(results['speakers'])} test speakers."]
+    if grid.metrics is not None:
+        lines += ["", f"Scored only {', '.join(grid.metrics)} (this evaluation's `metrics`)."]
     lines += ["", summary_markdown(results), "", headroom_markdown(results), "", results_markdown(results),
               f"Listening page: {grid.name}/report.html", ""]
     return "\n".join(lines + [also_markdown(g, r) for g, r in also])
@@ -512,7 +548,8 @@ def also_markdown(grid: EvaluateConfig, results: dict[str, Any]) -> str:
     lines = [f"# Also evaluated: {grid.name} ({len(results['speakers'])} {results.get('split', 'test')} speakers, "
              f"K={list(grid.shots)}, steps={list(grid.steps)}; the same systems and chosen rates)", "",
              f"Its report: {report_name(grid.name)}; listening page: {grid.name}/report.html"
-             + (f"; run-config overrides `{' '.join(grid.overrides)}`" if grid.overrides else "") + ".", ""]
+             + (f"; run-config overrides `{' '.join(grid.overrides)}`" if grid.overrides else "")
+             + (f"; scored only {', '.join(grid.metrics)}" if grid.metrics is not None else "") + ".", ""]
     if not differences:
         return "\n".join(lines + ["One system: no paired differences.", ""])
     metrics = [m for m in SUMMARY_METRICS if any(d["metric"] == m for d in differences)]

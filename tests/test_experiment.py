@@ -20,6 +20,8 @@ from lightning_tts.atomic import file_sha256
 from lightning_tts.cli import main
 from lightning_tts.errors import ConfigError
 from lightning_tts.config import load_config
+from lightning_tts.evaluation.grid import check_metrics
+from lightning_tts.evaluation.scoring import METRICS
 from lightning_tts.experiment import (DEFAULT_EXPERIMENT, NOT_TRAINING, changed_entries, choose_rate, chosen_rates,
                                       headroom_markdown, load_experiment, settings_sha256)
 
@@ -70,6 +72,9 @@ def test_overrides_go_to_the_experiment_or_to_every_run() -> None:
     (["also_evaluate=[{name: more},{name: stages}]"], "also_evaluate[1].name must be a plain name"),
     (["also_evaluate=[{name: more, steps: []}]"], "also_evaluate[0] needs shots >= 1, steps >= 0"),
     (["also_evaluate.0.name=more"], "also_evaluate in the command-line overrides: its value does not have the shape"),
+    (["also_evaluate=[{name: more, metrics: [mcd, loudness]}]"], "also_evaluate[0].metrics: unknown metric 'loudness': one of mcd,"),
+    (["evaluate.metrics=[]"], "evaluate.metrics must include one of speaker_sim, wer, mcd, f0_rmse (the report's tables"),
+    (["evaluate.metrics=[pesq,stoi]"], "evaluate.metrics must include one of speaker_sim"),
     (["systems.baseline.confg=[a.yaml]"], "unknown config key 'systems.baseline.confg'"),
 ])
 def test_bad_experiments_fail_in_one_line(overrides: list[str], message: str) -> None:
@@ -90,6 +95,9 @@ def test_no_systems_and_bad_run_keys_fail_before_training(tmp_path: Path, capsys
     assert capsys.readouterr().err.strip() == "error: fewshot.workers must be >= 0 (0: one per CPU core), got -2"
     assert main(["experiment", f"out={tmp_path / 'out'}", "also_evaluate=[{name: more, overrides: [fewshot.workers=-1]}]"]) == 2
     assert capsys.readouterr().err.strip() == "error: fewshot.workers must be >= 0 (0: one per CPU core), got -1"
+    assert main(["experiment", f"out={tmp_path / 'out'}", "also_evaluate=[{name: more, metrics: [mcd, wer]}]"]) == 2
+    assert capsys.readouterr().err.strip() == ("error: also_evaluate[0].metrics: metrics wer and cer need the recogniser, "
+                                               "but fewshot.wer=false")  # the default preset turns the recogniser off
     assert not (tmp_path / "out" / "runs").exists()
 
 
@@ -198,10 +206,10 @@ def test_experiment_resumes_after_a_kill_between_stages(synthetic_root: Path, tm
     assert "evaluate on the test speakers: K=[2]" in log and "wer" not in json.loads(
         (out / "evaluate" / "results.json").read_text())["metrics"], log[-3000:]
 
-    # a further evaluation of the same systems (here: one query per speaker) runs after the first, beside it
+    # a further evaluation of the same systems (here: one query per speaker, two metrics) runs after the first, beside it
     evaluate_stamp = (out / "evaluate" / "results.json").stat().st_mtime_ns
-    more = _experiment(spec, *maml_budget, "fewshot.wer=false",
-                       "also_evaluate=[{name: more, shots: [2], steps: [1], samples: 0, overrides: [data.tasks.queries=1]}]")
+    more = _experiment(spec, *maml_budget, "fewshot.wer=false", "also_evaluate=[{name: more, shots: [2], steps: [1], "
+                       "samples: 0, overrides: [data.tasks.queries=1], metrics: [mcd, speaker_sim]}]")
     log = more.communicate(timeout=300)[0]
     assert more.returncode == 0 and log.count("done before, skipped") == 5, log[-3000:]
     assert "[6/6] evaluate on the test speakers (more): K=[2], steps=[1]" in log, log[-3000:]
@@ -210,14 +218,26 @@ def test_experiment_resumes_after_a_kill_between_stages(synthetic_root: Path, tm
     extra = json.loads((out / "more" / "results.json").read_text())
     assert extra["speakers"].keys() == results["speakers"].keys()
     assert all(len(sets["query"]) == 1 for sets in extra["speakers"].values())
+    assert extra["metrics"] == ["mcd", "speaker_sim"] and "pesq" not in extra["rows"][0]["metrics"]
+    assert json.loads((out / "stages" / "more.json").read_text())["metrics"] == ["mcd", "speaker_sim"]
+    assert json.loads((out / "stages" / "evaluate.json").read_text())["metrics"] is None  # all of them
     assert "`data.tasks.queries=1`" in (out / "report-more.md").read_text()
+    assert "Scored only mcd, speaker_sim (this evaluation's `metrics`)." in (out / "report-more.md").read_text()
     assert (out / "stages" / "more.json").is_file()
     differences = [d for d in extra["differences"] if d["metric"] == "mcd"]  # the main report closes with them
     assert [(d["system"], d["shots"], d["steps"]) for d in differences] == [("maml", 2, 1)]
     report = (out / "report.md").read_text()
     assert "# Also evaluated: more (2 test speakers, K=[2], steps=[1]; the same systems and chosen rates)" in report
     assert "| maml | 2 | 1 | " in report.split("# Also evaluated: more")[1]
+    assert "; scored only mcd, speaker_sim." in report.split("# Also evaluated: more")[1]
     assert f"{differences[0]['mean']:+.3f} [{differences[0]['ci_low']:+.3f}, {differences[0]['ci_high']:+.3f}]" in report
+
+    # the selection dropped: the further evaluation is redone with every metric, not served from the selection's record
+    every = _experiment(spec, *maml_budget, "fewshot.wer=false", "also_evaluate=[{name: more, shots: [2], steps: [1], "
+                        "samples: 0, overrides: [data.tasks.queries=1]}]")
+    log = every.communicate(timeout=300)[0]
+    assert every.returncode == 0 and "(more): K=[2], steps=[1]" in log, log[-3000:]
+    assert "pesq" in json.loads((out / "more" / "results.json").read_text())["metrics"]
 
     # a system trained under another config is not reused silently: one line naming what to remove, nothing deleted
     changed = _experiment(spec)  # MAML's budget as the file says, not as it was trained
@@ -268,6 +288,9 @@ def test_the_24_speaker_evaluation_keeps_the_training_and_validation_speakers(pr
     assert (len(main.train), len(main.val), len(main.test)) == (32, 4, 4)
     assert wide.train == main.train and wide.val == main.val and set(main.test) < set(wide.test)
     assert len(wide.test) == 24 and more.name == "evaluate_24" and more.shots == [5]
+    # every metric but PESQ, each one this corpus's run config can score
+    check_metrics(more.metrics, cfgs[1])
+    assert set(METRICS) - set(more.metrics) == {"pesq"} | ({"wer", "cer"} if corpus == "synthetic" else set())
 
 
 def test_a_further_evaluation_closes_the_report_with_its_paired_differences() -> None:
