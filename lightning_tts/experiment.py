@@ -45,10 +45,10 @@ from omegaconf import OmegaConf
 from lightning_tts.atomic import file_sha256, read_json, write_json, write_text
 from lightning_tts.config import load_config, merge_checked, read_sources
 from lightning_tts.errors import ConfigError, DataError
-from lightning_tts.evaluation.grid import check_metrics, run_evaluation
+from lightning_tts.evaluation.grid import check_metric_names, check_metrics, run_evaluation
 from lightning_tts.evaluation.parallel import grid_workers
 from lightning_tts.evaluation.report import results_markdown
-from lightning_tts.evaluation.scoring import LOWER_IS_BETTER, METRICS
+from lightning_tts.evaluation.scoring import LOWER_IS_BETTER
 from lightning_tts.evaluation.stats import format_cost, format_mean_ci, paired_bootstrap
 from lightning_tts.learners import load_learner
 from lightning_tts.training import run
@@ -250,19 +250,21 @@ def check_experiment(experiment: ExperimentConfig) -> None:
             check_selection(key, grid.metrics)
 
 
-def check_selection(key: str, metrics: Sequence[str]) -> None:
-    """Refuse an evaluation's metric selection (``EvaluateConfig.metrics``, at ``key``) that names an
-    unknown metric or none of the ``SUMMARY_METRICS`` its report's tables are made of.
+def check_selection(key: str, metrics: Sequence[str], cfg: Optional[Any] = None) -> None:
+    """Refuse an evaluation's metric selection (``EvaluateConfig.metrics``, at ``key``) that names none
+    of the ``SUMMARY_METRICS`` its report's tables are made of, or an unknown metric, or (given the
+    stage's run config ``cfg``) one that run config turns off (``evaluation.grid.check_metrics``).
 
     Raises:
         ConfigError: one line naming the key.
     """
-    unknown = [m for m in metrics if m not in METRICS]
-    if unknown:
-        raise ConfigError(f"{key}.metrics: unknown metric {unknown[0]!r}: one of {', '.join(METRICS)}")
     if not set(metrics) & set(SUMMARY_METRICS):
         raise ConfigError(f"{key}.metrics must include one of {', '.join(SUMMARY_METRICS)} (the report's tables are "
                           f"made of them), got {list(metrics)}")
+    try:
+        check_metric_names(metrics) if cfg is None else check_metrics(metrics, cfg)
+    except DataError as error:
+        raise ConfigError(f"{key}.metrics: {error}") from None
 
 
 @dataclass
@@ -433,8 +435,8 @@ class Experiment:
         cfg = self.run_config(None, *grid.overrides)
         setting = {"sha256": hashes, "rates": [{str(n): lr for n, lr in per_steps.items()} for per_steps in rates.values()],
                    "grid": {"shots": list(grid.shots), "steps": list(grid.steps), "samples": grid.samples},
-                   "config_sha256": config_sha256(cfg)}  # rates as JSON keeps them
-        setting["metrics"] = None if grid.metrics is None else list(grid.metrics)  # a record without it: None
+                   "config_sha256": config_sha256(cfg),  # rates as JSON keeps them
+                   "metrics": None if grid.metrics is None else list(grid.metrics)}  # a record without it: None
         if done is not None and all(done.get(k) == v for k, v in setting.items()):
             self.say(f"{stage.name}: done before, skipped")
             return read_json(out / "results.json")
@@ -455,10 +457,7 @@ class Experiment:
             cfg = self.run_config(None, *grid.overrides)
             grid_workers(cfg.fewshot.workers)
             if grid.metrics is not None:
-                try:
-                    check_metrics(grid.metrics, cfg)
-                except DataError as error:
-                    raise ConfigError(f"{evaluation_key(i)}.metrics: {error}") from None
+                check_selection(evaluation_key(i), grid.metrics, cfg)
         for folder in ("stages", "tune"):
             (self.out / folder).mkdir(parents=True, exist_ok=True)
         trained: dict[str, dict[str, Any]] = {}

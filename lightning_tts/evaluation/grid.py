@@ -278,9 +278,8 @@ def refuse_training_speakers(checkpoints: Sequence[str], learners: Sequence[Base
                             f"(data.splits.{split}_speakers or data.splits.seed as in its training run)")
 
 
-def check_metrics(metrics: Sequence[str], cfg: DictConfig) -> None:
-    """Refuse a metric selection that names no metric, an unknown one, or one the run config turns
-    off (``speaker_sim`` without a judge, ``wer``/``cer`` with ``fewshot.wer=false``).
+def check_metric_names(metrics: Sequence[str]) -> None:
+    """Refuse a metric selection that names no metric or an unknown one (any run config).
 
     Raises:
         DataError: naming the metric.
@@ -290,6 +289,16 @@ def check_metrics(metrics: Sequence[str], cfg: DictConfig) -> None:
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
         raise DataError(f"unknown metric {unknown[0]!r}: one of {', '.join(METRICS)}")
+
+
+def check_metrics(metrics: Sequence[str], cfg: DictConfig) -> None:
+    """Refuse a metric selection that names no metric, an unknown one, or one the run config turns
+    off (``speaker_sim`` without a judge, ``wer``/``cer`` with ``fewshot.wer=false``).
+
+    Raises:
+        DataError: naming the metric.
+    """
+    check_metric_names(metrics)
     if "speaker_sim" in metrics and judge_kind(cfg.fewshot.speaker_encoder) == NO_JUDGE:
         raise DataError("metric speaker_sim needs a judge, but fewshot.speaker_encoder is none")
     if {"wer", "cer"} & set(metrics) and not cfg.fewshot.wer:
