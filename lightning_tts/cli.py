@@ -315,6 +315,9 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
                    help="override how every checkpoint adapts (repeatable): adapt_params=[...], adapt_anchor=W "
                         "(pull toward the start, L2-SP), adapt_holdout=true (early stopping on a held-out "
                         "support utterance); learners that adapt with Adam only, not MAML")
+    p.add_argument("--metrics", default=None, metavar="M1,M2",
+                   help="score only these metrics, e.g. mcd,speaker_sim,wer (default: every metric the config "
+                        "allows)")
     _device_arg(p)
 
 
@@ -337,6 +340,24 @@ def _key_values(items: Sequence[str], flag: str) -> dict[str, Any]:
         raise ConfigError(f"{flag}: cannot read {list(items)} ({str(err).splitlines()[0]})") from err
 
 
+def _metric_selection(text: Optional[str], cfg: DictConfig) -> Optional[list[str]]:
+    """``--metrics mcd,wer`` -> ['mcd', 'wer'] (None when the flag is not given: every metric).
+
+    Raises:
+        ConfigError: no metric, an unknown one, or one the config turns off, naming the flag.
+    """
+    from lightning_tts.evaluation.grid import check_metrics
+
+    if text is None:
+        return None
+    metrics = _names(text)
+    try:
+        check_metrics(metrics, cfg)
+    except DataError as err:
+        raise ConfigError(f"--metrics: {err}") from err
+    return metrics
+
+
 def _evaluate(args: argparse.Namespace, cfg: Optional[DictConfig]) -> int:
     """Few-shot evaluation grid -> results.json/.csv/.md, adaptation_curves.png, samples/ and report.html."""
     from lightning_tts.evaluation.grid import run_evaluation
@@ -350,7 +371,8 @@ def _evaluate(args: argparse.Namespace, cfg: Optional[DictConfig]) -> int:
         results = run_evaluation(cfg, args.checkpoint, shots, steps, args.out, device=args.device,
                                  progress=bar.step, samples=args.samples, split=args.split,
                                  adapt_lrs=[args.adapt_lr] * len(args.checkpoint),
-                                 adapt_options=_key_values(args.adapt_option, "--adapt-option"))
+                                 adapt_options=_key_values(args.adapt_option, "--adapt-option"),
+                                 metrics=_metric_selection(args.metrics, cfg))
     finally:
         bar.close()
     print(results_markdown(results))

@@ -99,6 +99,17 @@ def test_evaluate_two_checkpoints_writes_every_file_and_cell(checkpoints, tmp_pa
     second = next(r for r in unjudged["rows"] if r["shots"] == 1)
     assert first["metrics"]["mcd"]["values"] == second["metrics"]["mcd"]["values"]
     assert unjudged["metrics"] == [m for m in METRICS if m != "speaker_sim"] and unjudged["speaker_encoder"] is None
+    # --metrics: only those are scored (no judge without speaker_sim), with the same numbers
+    chosen = tmp_path / "chosen"
+    assert main(["evaluate", "--checkpoint", paths[0], "--shots", "1", "--steps", "0", "--out", str(chosen),
+                 "--samples", "0", "--metrics", "mcd,wer", "--no-progress", *overrides]) == 0
+    selected = json.loads((chosen / "results.json").read_text())
+    assert selected["metrics"] == ["mcd", "wer"] and selected["speaker_encoder"] is None
+    assert all(set(r["metrics"]) == {"mcd", "wer"} for r in selected["rows"])
+    row = next(r for r in selected["rows"] if r["shots"] == 1)
+    assert row["metrics"]["mcd"]["values"] == first["metrics"]["mcd"]["values"]
+    assert row["metrics"]["wer"]["values"] == first["metrics"]["wer"]["values"]
+    assert "## pesq" not in (chosen / "results.md").read_text() and "## wer" in (chosen / "results.md").read_text()
     # validation speakers, for choosing adaptation settings (here a rate) away from the test speakers
     val = tmp_path / "val"
     assert main(["evaluate", "--checkpoint", paths[0], "--shots", "1", "--steps", "1", "--out", str(val), "--split", "val",
