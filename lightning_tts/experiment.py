@@ -44,6 +44,7 @@ from omegaconf import OmegaConf
 
 from lightning_tts.atomic import file_sha256, read_json, write_json, write_text
 from lightning_tts.config import load_config, merge_checked, read_sources
+from lightning_tts.devices import resolve_device
 from lightning_tts.errors import ConfigError, DataError
 from lightning_tts.evaluation.grid import check_metric_names, check_metrics, run_evaluation
 from lightning_tts.evaluation.parallel import grid_workers
@@ -175,6 +176,11 @@ class ExperimentConfig:
         also_evaluate: further evaluations of the same trained systems with the same chosen rates, run
             after ``evaluate`` in this order, each a stage with its own (distinct) name, folder and
             report (e.g. more test speakers than ``evaluate`` has: ``conf/experiment/fewshot_default.yaml``).
+        device: where tuning and evaluation adapt and synthesise (as ``evaluate --device``): ``auto``
+            (CUDA when present, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``; scoring runs on the CPU.
+            Training runs where the run config's ``trainer.accelerator`` says (``auto`` by default).
+            Not part of what a finished stage must match (the CPU and CUDA agree to the last digits:
+            README "Performance"); each stage's record and ``results.json`` say where it ran.
     """
 
     out: str = "artifacts/experiment"
@@ -184,6 +190,7 @@ class ExperimentConfig:
     tune: TuneConfig = field(default_factory=TuneConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     also_evaluate: List[EvaluateConfig] = field(default_factory=list)
+    device: str = "auto"
 
     def evaluations(self) -> list[EvaluateConfig]:
         """``evaluate`` then each of ``also_evaluate``: every test-speaker evaluation, in stage order."""
@@ -214,12 +221,13 @@ def evaluation_key(index: int) -> str:
 
 
 def check_experiment(experiment: ExperimentConfig) -> None:
-    """Refuse what would fail late: no systems, a warm start from an unknown or later system, a bad
-    grid or criterion. Run configs are checked at the start of ``run_experiment``.
+    """Refuse what would fail late: an unknown or absent device, no systems, a warm start from an
+    unknown or later system, a bad grid or criterion. Run configs are checked at the start of ``run_experiment``.
 
     Raises:
         ConfigError: one line naming the key.
     """
+    resolve_device(experiment.device, key="device")
     names = list(experiment.systems)
     if not names:
         raise ConfigError("experiment: no systems (add systems.<name>.config=[conf/learner/<learner>.yaml])")
@@ -395,8 +403,8 @@ class Experiment:
                 scored = {name: path for name, path in zip(names, paths) if name not in same}
                 cells.update(self.tune_scores(cfg, scored, lr, self.out / "tune" / f"lr-{label}") if scored else {})
                 done = self.finish(stage, {"lr": lr, "checkpoints": paths, **setting,
-                                           "scores": {name: cells[name] for name in names}, "copied_from_own": same},
-                                   started)
+                                           "scores": {name: cells[name] for name in names}, "copied_from_own": same,
+                                           "device": str(resolve_device(self.experiment.device))}, started)
             else:
                 self.say(f"{stage.name}: done before, skipped")
             for name in names:
@@ -416,7 +424,7 @@ class Experiment:
         tune = self.experiment.tune
         results = run_evaluation(cfg, list(checkpoints.values()), [tune.shots], tune.steps, out, samples=0, split="val",
                                  adapt_lrs=[lr] * len(checkpoints), names=list(checkpoints), metrics=[tune.metric],
-                                 references=False)
+                                 references=False, device=self.experiment.device)
         cells: dict[str, dict[str, float]] = {name: {} for name in checkpoints}
         for r in results["rows"]:
             if r["shots"] is not None:
@@ -443,8 +451,9 @@ class Experiment:
         self.say(f"{stage.name}: K={grid.shots}, steps={grid.steps}")
         started = time.time()
         results = run_evaluation(cfg, paths, grid.shots, grid.steps, out, samples=grid.samples,
-                                 adapt_lrs=list(rates.values()), names=list(trained), metrics=grid.metrics)
-        self.finish(stage, {"checkpoints": paths, **setting}, started)
+                                 adapt_lrs=list(rates.values()), names=list(trained), metrics=grid.metrics,
+                                 device=self.experiment.device)
+        self.finish(stage, {"checkpoints": paths, **setting, "device": results["device"]}, started)
         return results
 
     def run(self) -> Path:

@@ -61,6 +61,9 @@ def test_devices_auto_and_cpu_and_refusals() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="no CUDA device is available"):
             TTS.from_checkpoint(FIXTURES / "maml_format1.ckpt", device="cuda")
+    else:  # an index past the devices present
+        with pytest.raises(ConfigError, match=r"CUDA device\(s\), cuda:0 to"):
+            TTS.from_checkpoint(FIXTURES / "maml_format1.ckpt", device=f"cuda:{torch.cuda.device_count()}")
 
 
 def test_the_package_import_stays_cheap() -> None:

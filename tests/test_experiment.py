@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from omegaconf import OmegaConf
 
@@ -76,10 +77,17 @@ def test_overrides_go_to_the_experiment_or_to_every_run() -> None:
     (["evaluate.metrics=[]"], "evaluate.metrics must include one of speaker_sim, wer, mcd, f0_rmse (the report's tables"),
     (["evaluate.metrics=[pesq,stoi]"], "evaluate.metrics must include one of speaker_sim"),
     (["systems.baseline.confg=[a.yaml]"], "unknown config key 'systems.baseline.confg'"),
+    (["device=toaster"], "device must be auto, cpu, cuda or cuda:N, got 'toaster'"),
 ])
 def test_bad_experiments_fail_in_one_line(overrides: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(")):
         load_experiment([], overrides)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_asked_for_where_there_is_none_fails_at_load() -> None:
+    with pytest.raises(ConfigError, match="^device cuda: no CUDA device is available here"):
+        load_experiment([], ["device=cuda"])
 
 
 def test_no_systems_and_bad_run_keys_fail_before_training(tmp_path: Path, capsys) -> None:
@@ -185,6 +193,9 @@ def test_experiment_resumes_after_a_kill_between_stages(synthetic_root: Path, tm
     assert tuned["metrics"] == ["mcd"] and tuned["speaker_encoder"] is None  # tuning scores its criterion only
     assert {r["system"] for r in tuned["rows"]} == {"baseline", "maml"}  # and no ground-truth / ceiling rows
     assert "speaker_sim" in results["metrics"]
+    where = "cuda" if torch.cuda.is_available() else "cpu"  # device=auto: tuning and evaluation say where they ran
+    assert results["device"] == tuned["device"] == where
+    assert json.loads((out / "stages" / "evaluate.json").read_text())["device"] == grid_stage["device"] == where
     for entry in results["checkpoints"]:  # tuned at 1 step: every evaluated step count (0, 1) takes that rate
         chosen = choice["chosen"][entry["system"]]["1"]
         assert entry["adapt_lr"] == {n: None if chosen == "own" else float(chosen) for n in ("0", "1")}

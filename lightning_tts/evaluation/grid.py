@@ -391,7 +391,7 @@ def run_evaluation(cfg: DictConfig, checkpoints: Sequence[str], shots: Sequence[
                 for s in sets}
     clusters = query_clusters(speakers)
     results = {
-        "seed": cfg.seed, "split_seed": cfg.data.splits.seed, "split": split,
+        "seed": cfg.seed, "split_seed": cfg.data.splits.seed, "split": split, "device": str(device),
         "shots": list(shots), "steps": list(steps), "speakers": speakers,
         "checkpoints": [{"path": str(Path(c).resolve()), "sha256": file_sha256(c), "learner": l.name, "system": n,
                          "adapt_lr": {str(k): v for k, v in lr.items()} if isinstance(lr, Mapping) else lr,
