@@ -301,6 +301,7 @@ class Experiment:
         self.experiment, self.progress = experiment, progress
         self.out = Path(experiment.out).resolve()
         self.say = say or log.info
+        self.device = str(resolve_device(experiment.device, key="device"))  # where tuning and evaluation run
         self.stages_total = len(experiment.systems) + len(self.candidates()) + len(experiment.evaluations())
         self.stage_number = 0
 
@@ -404,7 +405,7 @@ class Experiment:
                 cells.update(self.tune_scores(cfg, scored, lr, self.out / "tune" / f"lr-{label}") if scored else {})
                 done = self.finish(stage, {"lr": lr, "checkpoints": paths, **setting,
                                            "scores": {name: cells[name] for name in names}, "copied_from_own": same,
-                                           "device": str(resolve_device(self.experiment.device))}, started)
+                                           "device": self.device}, started)
             else:
                 self.say(f"{stage.name}: done before, skipped")
             for name in names:
@@ -424,7 +425,7 @@ class Experiment:
         tune = self.experiment.tune
         results = run_evaluation(cfg, list(checkpoints.values()), [tune.shots], tune.steps, out, samples=0, split="val",
                                  adapt_lrs=[lr] * len(checkpoints), names=list(checkpoints), metrics=[tune.metric],
-                                 references=False, device=self.experiment.device)
+                                 references=False, device=self.device)
         cells: dict[str, dict[str, float]] = {name: {} for name in checkpoints}
         for r in results["rows"]:
             if r["shots"] is not None:
@@ -452,8 +453,8 @@ class Experiment:
         started = time.time()
         results = run_evaluation(cfg, paths, grid.shots, grid.steps, out, samples=grid.samples,
                                  adapt_lrs=list(rates.values()), names=list(trained), metrics=grid.metrics,
-                                 device=self.experiment.device)
-        self.finish(stage, {"checkpoints": paths, **setting, "device": results["device"]}, started)
+                                 device=self.device)
+        self.finish(stage, {"checkpoints": paths, **setting, "device": self.device}, started)
         return results
 
     def run(self) -> Path:
