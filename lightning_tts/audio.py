@@ -111,15 +111,20 @@ class FeatureExtractor(torch.nn.Module):
     """Waveform -> log-mel (+ optional pitch and energy), all at ``hop_length`` frames.
 
     Log-mel is ``log(max(mel_magnitude, 1e-5))`` of a slaney-normalised mel filterbank applied to
-    the STFT magnitude (power 1), the convention of HiFi-GAN/FastPitch recipes.
+    the STFT magnitude (power 1), the convention of HiFi-GAN/FastPitch recipes. Frames are centred
+    by reflecting the waveform at its ends; a waveform of at most ``n_fft // 2`` samples, too short
+    to reflect (a near-empty synthesis of an untrained model, say), is padded with zeros instead, as
+    ``estimate_pitch`` does, so it still has ``params.n_frames(len(wav))`` frames (an empty one, one
+    silent frame).
     """
 
     def __init__(self, params: FeatureParams) -> None:
         super().__init__()
         self.params = params
-        self.spectrogram = torchaudio.transforms.Spectrogram(
-            n_fft=params.n_fft, win_length=params.win_length, hop_length=params.hop_length, power=1.0, center=True
-        )
+        stft = dict(n_fft=params.n_fft, win_length=params.win_length, hop_length=params.hop_length, power=1.0,
+                    center=True)
+        self.spectrogram = torchaudio.transforms.Spectrogram(**stft)  # pad_mode="reflect"
+        self.short_spectrogram = torchaudio.transforms.Spectrogram(**stft, pad_mode="constant")
         self.mel_scale = torchaudio.transforms.MelScale(
             n_mels=params.n_mels,
             sample_rate=params.sample_rate,
@@ -133,7 +138,10 @@ class FeatureExtractor(torch.nn.Module):
     @torch.no_grad()
     def forward(self, wav: torch.Tensor) -> dict[str, torch.Tensor]:
         """Features of one (T,) waveform: ``mel`` (frames, n_mels), ``pitch``/``energy`` (frames,)."""
-        magnitude = self.spectrogram(wav)  # (n_fft/2+1, frames)
+        if wav.numel() == 0:
+            wav = wav.new_zeros(1)  # an empty clip: one silent frame, as n_frames(0) says
+        reflectable = wav.numel() > self.params.n_fft // 2
+        magnitude = (self.spectrogram if reflectable else self.short_spectrogram)(wav)  # (n_fft/2+1, frames)
         mel = torch.log(torch.clamp(self.mel_scale(magnitude), min=1e-5)).T.contiguous()  # (frames, n_mels)
         out = {"mel": mel}
         if self.params.energy:

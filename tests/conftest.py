@@ -14,7 +14,8 @@ from lightning_tts.config import load_config
 
 #: The training seed (``seed=``) of the tests that assert that something learns. Their thresholds
 #: were set from several seeds, each test stating the values measured:
-#: ``LIGHTNING_TTS_TEST_SEED=N python -m pytest tests/test_metric.py -s`` prints them for seed N.
+#: ``LIGHTNING_TTS_TEST_SEED=N python -m pytest -m slow tests/test_metric.py -s`` prints them for seed N
+#: (most of them train for minutes and are marked ``slow``).
 TEST_SEED = int(os.environ.get("LIGHTNING_TTS_TEST_SEED", "1234"))
 
 SENTENCES = ["Please call Stella.", "Ask her to bring these things.", "Six spoons of fresh snow peas.",

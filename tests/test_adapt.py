@@ -1,4 +1,5 @@
-"""MAML learns to adapt; ``adapt`` -> ``synthesize --adapted`` from a folder of audio + transcripts."""
+"""MAML learns to adapt (a 150-meta-step training, marked ``slow``); ``adapt`` -> ``synthesize --adapted``
+from a folder of audio + transcripts, on a briefly trained learner."""
 from __future__ import annotations
 
 import shutil
@@ -22,8 +23,8 @@ from lightning_tts.training import run
 STEPS = 150
 
 
-@pytest.fixture(scope="module")
-def maml_run(tmp_path_factory: pytest.TempPathFactory):
+def fit_maml(tmp_path_factory: pytest.TempPathFactory, steps: int):
+    """(config, run result, corpus) of MAML meta-trained ``steps`` steps on 12 speakers (func backend)."""
     from lightning_tts.data.synthetic import build_synthetic_corpus
 
     tmp = tmp_path_factory.mktemp("maml")
@@ -31,15 +32,28 @@ def maml_run(tmp_path_factory: pytest.TempPathFactory):
     cfg = load_config(["conf/learner/maml.yaml"], [
         f"data.root={corpus}", f"data.cache_dir={tmp / 'cache'}", f"trainer.default_root_dir={tmp / 'runs'}",
         "data.splits.val=2", "data.splits.test=3", "data.preprocess_workers=1", "data.tasks.tasks_per_batch=2",
-        f"trainer.max_steps={STEPS}", "trainer.val_check_interval=75", "trainer.check_val_every_n_epoch=null",
-        "trainer.limit_val_batches=1", "trainer.enable_progress_bar=false", "loss.bin_start=60", "loss.bin_warmup=60",
-        "learner.backend=func", f"seed={TEST_SEED}"])
+        f"trainer.max_steps={steps}", f"trainer.val_check_interval={min(75, steps)}",
+        "trainer.check_val_every_n_epoch=null", "trainer.limit_val_batches=1", "trainer.enable_progress_bar=false",
+        "loss.bin_start=60", "loss.bin_warmup=60", "learner.backend=func", f"seed={TEST_SEED}"])
     result = run(cfg, "fit", progress=False)
     return cfg, result, corpus
 
 
-def test_adaptation_improves_heldout_speakers(maml_run) -> None:
-    cfg, result, _ = maml_run
+@pytest.fixture(scope="module")
+def maml_trained(tmp_path_factory: pytest.TempPathFactory):
+    """Meta-trained long enough to learn to adapt (minutes on 2 cores: only the slow tests use it)."""
+    return fit_maml(tmp_path_factory, STEPS)
+
+
+@pytest.fixture(scope="module")
+def maml_run(tmp_path_factory: pytest.TempPathFactory):
+    """A few meta-steps: enough for ``adapt``/``synthesize``, which test plumbing, not learning."""
+    return fit_maml(tmp_path_factory, 3)
+
+
+@pytest.mark.slow
+def test_adaptation_improves_heldout_speakers(maml_trained) -> None:
+    cfg, result, _ = maml_trained
     learner = result.learner.eval()
     dm = build_datamodule(cfg, TaskBatches(), progress=False)
     before, after = [], []
@@ -70,12 +84,13 @@ def adapted_query_losses(learner, cfg) -> list[float]:
     return losses
 
 
-def test_meta_training_itself_matters(maml_run) -> None:
+@pytest.mark.slow
+def test_meta_training_itself_matters(maml_trained) -> None:
     """Fitting a speaker's support set helps on its queries even from a random initialisation, so the
     test above would pass untrained. Here the same learner, built with the same seed but not
     meta-trained, adapts the same way (same steps, same initial inner rates) on the same tasks: the
     meta-trained initialisation must end clearly lower."""
-    cfg, result, _ = maml_run
+    cfg, result, _ = maml_trained
     dm = build_datamodule(cfg, TaskBatches(), progress=False)
     pl.seed_everything(cfg.seed, verbose=False)
     untrained = build_learner(cfg, speakers=dm.split.train, symbols=dm.text.symbols).eval()
@@ -160,13 +175,3 @@ def test_adapted_file_is_tied_to_its_checkpoint(maml_run, support_dir: Path, tmp
                  "--out", str(tmp_path / "x.wav")]) == 1
     assert "adapted from another checkpoint" in capsys.readouterr().err
 
-
-def test_bf16_mixed_maml_trains_on_cpu(maml_run, tmp_path: Path) -> None:
-    cfg, _, corpus = maml_run
-    result = run(load_config(["conf/learner/maml.yaml"], [
-        f"data.root={corpus}", f"data.cache_dir={cfg.data.cache_dir}", f"trainer.default_root_dir={tmp_path}",
-        "data.splits.val=2", "data.splits.test=3", "data.tasks.tasks_per_batch=2", "trainer.max_steps=2",
-        "trainer.precision=bf16-mixed", "trainer.limit_val_batches=1", "trainer.val_check_interval=2",
-        "trainer.check_val_every_n_epoch=null", "trainer.enable_progress_bar=false", "learner.adapt_steps=2"]),
-        "fit", progress=False)
-    assert np.isfinite(result.metrics["train/loss"]) and np.isfinite(result.metrics["val/mel_loss"])

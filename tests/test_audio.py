@@ -49,3 +49,19 @@ def test_features_shapes_pitch_and_key() -> None:
     silent = FeatureExtractor(params)(torch.zeros(16000) + 1e-4 * torch.randn(16000))
     assert float((silent["pitch"] > 0).float().mean()) < 0.2
     assert FeatureParams(n_mels=40).key() != params.key() != FeatureParams().key()
+
+
+@pytest.mark.parametrize("samples", [0, 1, 100, 512, 513, 2000])
+def test_features_of_clips_too_short_to_reflect(samples: int) -> None:
+    """A near-empty waveform (an untrained model's synthesis) has features, not an error: zero-padded
+    frames where reflection needs more than half an FFT window; longer clips keep reflection."""
+    params = FeatureParams(n_fft=1024, pitch=True, energy=True)
+    wav = 0.3 * torch.sin(2 * torch.pi * 150 * torch.arange(samples) / 16000)
+    feats = FeatureExtractor(params)(wav)
+    frames = params.n_frames(samples)
+    assert feats["mel"].shape == (frames, 80) and feats["pitch"].shape == feats["energy"].shape == (frames,)
+    assert all(torch.isfinite(v).all() for v in feats.values())
+    if samples > params.n_fft // 2:  # reflection, as before: the extractor's own (reflecting) spectrogram
+        extractor = FeatureExtractor(params)
+        mel = torch.log(torch.clamp(extractor.mel_scale(extractor.spectrogram(wav)), min=1e-5)).T
+        assert torch.equal(feats["mel"], mel)

@@ -60,6 +60,8 @@ def test_clip_shorter_than_one_stft_window_is_counted_not_fatal(tmp_path: Path, 
     cfg = make_cfg(f"data.root={manifest}", "data.corpus=manifest")
     _, index = preprocess(cfg.data, FeatureParams.from_config(cfg.features), progress=False)
     assert len(index.utterances) == 5 and index.skipped.counts == {"undecodable audio": 1}
+    report = json.loads(next(Path(cfg.data.cache_dir).rglob("report.json")).read_text())
+    assert "160 samples at 16000 Hz, shorter than half an STFT window (n_fft 1024)" in json.dumps(report)
 
 
 def test_resume_after_kill(tmp_path: Path, synthetic_root: Path) -> None:

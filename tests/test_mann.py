@@ -1,6 +1,6 @@
 """The memory-augmented learner learns to use its memory: held-out speakers' query loss is lower with
-their own support written than with an empty memory or another speaker's; adapt -> synthesize; the
-memory-analysis notebook."""
+their own support written than with an empty memory or another speaker's (an 800-step training, marked
+``slow``); adapt -> synthesize and the memory-analysis notebook, on a briefly trained learner."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,8 +20,8 @@ from lightning_tts.training import run
 STEPS = 800
 
 
-@pytest.fixture(scope="module")
-def mann_run(tmp_path_factory: pytest.TempPathFactory):
+def fit_mann(tmp_path_factory: pytest.TempPathFactory, steps: int):
+    """(config, run result, corpus) of the memory-augmented learner trained ``steps`` steps on 28 speakers."""
     from lightning_tts.data.synthetic import build_synthetic_corpus
 
     tmp = tmp_path_factory.mktemp("mann")
@@ -29,14 +29,27 @@ def mann_run(tmp_path_factory: pytest.TempPathFactory):
     cfg = load_config(["conf/learner/mann.yaml"], [
         f"data.root={corpus}", f"data.cache_dir={tmp / 'cache'}", f"trainer.default_root_dir={tmp / 'runs'}",
         "data.splits.val=2", "data.splits.test=4", "data.preprocess_workers=1", "data.tasks.tasks_per_batch=2",
-        f"trainer.max_steps={STEPS}", f"trainer.val_check_interval={STEPS}", "trainer.check_val_every_n_epoch=null",
+        f"trainer.max_steps={steps}", f"trainer.val_check_interval={steps}", "trainer.check_val_every_n_epoch=null",
         "trainer.limit_val_batches=1", "trainer.enable_progress_bar=false", "loss.bin_start=100", "loss.bin_warmup=100",
         "fewshot.every=0", "learner.memory.slots=48", f"seed={TEST_SEED}"])
     return cfg, run(cfg, "fit", progress=False), corpus
 
 
-def test_own_memory_beats_empty_and_other_speakers_memory(mann_run) -> None:
-    cfg, result, _ = mann_run
+@pytest.fixture(scope="module")
+def mann_trained(tmp_path_factory: pytest.TempPathFactory):
+    """Trained long enough to learn to use its memory (minutes on 2 cores: only the slow test uses it)."""
+    return fit_mann(tmp_path_factory, STEPS)
+
+
+@pytest.fixture(scope="module")
+def mann_run(tmp_path_factory: pytest.TempPathFactory):
+    """A few steps: enough for the commands and the notebook, which test plumbing, not learning."""
+    return fit_mann(tmp_path_factory, 4)
+
+
+@pytest.mark.slow
+def test_own_memory_beats_empty_and_other_speakers_memory(mann_trained) -> None:
+    cfg, result, _ = mann_trained
     learner = result.learner.eval()
     dm = build_datamodule(cfg, TaskBatches(), progress=False)
     tasks = [task for batch in dm.test_dataloader() for task in batch.tasks()]

@@ -1,6 +1,7 @@
 """Metric learning learns: the encoder separates unseen speakers, its geometry follows the true voice
-parameters, a zero-shot voice from reference audio sounds like its speaker; ``embed``, the notebook,
-``adapt`` for this learner, and speaker similarity in ``evaluate``."""
+parameters, a zero-shot voice from reference audio sounds like its speaker (trainings of minutes, marked
+``slow``); ``embed``, the notebook, ``adapt`` for this learner, and speaker similarity in ``evaluate``, on
+briefly trained learners."""
 from __future__ import annotations
 
 import json
@@ -38,23 +39,49 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[st
     return tmp, corpus, common
 
 
+#: Steps of the briefly trained encoder and TTS model that the plumbing tests use.
+BRIEF_STEPS = 4
+
+
+def fit_encoder(setup, steps: int):
+    """The dedicated evaluation encoder, GE2E alone, trained ``steps`` steps: (config, run result)."""
+    _, _, common = setup
+    cfg = load_config(["conf/learner/speaker_encoder.yaml"], [*common, f"trainer.max_steps={steps}",
+                                                            f"trainer.val_check_interval={steps}"])
+    return cfg, run(cfg, "fit", progress=False)
+
+
+def fit_tts(setup, steps: int):
+    """Metric learning (GE2E) + zero-shot TTS conditioned on the embedding, trained ``steps`` steps."""
+    _, _, common = setup
+    cfg = load_config(["conf/learner/metric.yaml"], [*common, f"trainer.max_steps={steps}",
+                                                     f"trainer.val_check_interval={steps}", "loss.bin_start=150",
+                                                     "loss.bin_warmup=150", "learner.encoder.channels=128"])
+    return cfg, run(cfg, "fit", progress=False)
+
+
+@pytest.fixture(scope="module")
+def encoder_trained(setup):
+    """The encoder trained long enough to separate voices (minutes on 2 cores: slow tests only)."""
+    return fit_encoder(setup, ENCODER_STEPS)
+
+
+@pytest.fixture(scope="module")
+def tts_trained(setup):
+    """The TTS model trained long enough to speak in a referenced voice (minutes: slow tests only)."""
+    return fit_tts(setup, TTS_STEPS)
+
+
 @pytest.fixture(scope="module")
 def encoder_run(setup):
-    """The dedicated evaluation encoder: GE2E alone."""
-    _, _, common = setup
-    cfg = load_config(["conf/learner/speaker_encoder.yaml"], [*common, f"trainer.max_steps={ENCODER_STEPS}",
-                                                            f"trainer.val_check_interval={ENCODER_STEPS}"])
-    return cfg, run(cfg, "fit", progress=False)
+    """The encoder after a few steps: for the commands, which test plumbing, not learning."""
+    return fit_encoder(setup, BRIEF_STEPS)
 
 
 @pytest.fixture(scope="module")
 def tts_run(setup):
-    """Metric learning (GE2E) + zero-shot TTS conditioned on the (separately trained) embedding."""
-    _, _, common = setup
-    cfg = load_config(["conf/learner/metric.yaml"], [*common, f"trainer.max_steps={TTS_STEPS}",
-                                                     f"trainer.val_check_interval={TTS_STEPS}", "loss.bin_start=150",
-                                                     "loss.bin_warmup=150", "learner.encoder.channels=128"])
-    return cfg, run(cfg, "fit", progress=False)
+    """The TTS model after a few steps: for the commands, which test plumbing, not learning."""
+    return fit_tts(setup, BRIEF_STEPS)
 
 
 def unseen_embeddings(cfg, learner) -> EmbeddingSet:
@@ -63,8 +90,9 @@ def unseen_embeddings(cfg, learner) -> EmbeddingSet:
     return embed_dataset(learner, dm, indices)
 
 
-def test_encoder_separates_unseen_speakers(encoder_run) -> None:
-    cfg, result = encoder_run
+@pytest.mark.slow
+def test_encoder_separates_unseen_speakers(encoder_trained) -> None:
+    cfg, result = encoder_trained
     dm = build_datamodule(cfg, SpeakerBatches(), progress=False)
     torch.manual_seed(0)
     untrained = build_learner(cfg, speakers=dm.split.train, symbols=dm.text.symbols).eval()
@@ -82,12 +110,13 @@ def test_encoder_separates_unseen_speakers(encoder_run) -> None:
     assert any((result.run_dir / "embeddings").glob("step*.png"))
 
 
-def test_centroid_distances_follow_true_voice_parameters(setup, encoder_run) -> None:
+@pytest.mark.slow
+def test_centroid_distances_follow_true_voice_parameters(setup, encoder_trained) -> None:
     """Unseen speakers' centroids are placed by what the encoder learned about voices: their distances
     follow the distance in (log F0, vocal-tract scale). Training speakers are pushed apart by the
     loss itself, so their geometry says less (printed, not asserted)."""
     _, corpus, _ = setup
-    cfg, result = encoder_run
+    cfg, result = encoder_trained
     dm = build_datamodule(cfg, SpeakerBatches(), progress=False)
     params = {p["speaker"]: p for p in json.loads((corpus / "speaker-params.json").read_text())["speakers"]}
     found = {}
@@ -105,12 +134,13 @@ def test_centroid_distances_follow_true_voice_parameters(setup, encoder_run) -> 
     assert found["unseen"][2] > 0.35  # seeds 1234, 1, 2, 3: r = 0.675, 0.608, 0.726, 0.566
 
 
-def test_zero_shot_voice_from_reference_audio(setup, encoder_run, tts_run, tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_zero_shot_voice_from_reference_audio(setup, encoder_trained, tts_trained, tmp_path: Path) -> None:
     """``synthesize --reference`` for each unseen speaker: is the output closest to that speaker
     (judged by the separately trained evaluation encoder)?"""
     _, _, _ = setup
-    cfg, result = tts_run
-    _, encoder_result = encoder_run
+    cfg, result = tts_trained
+    _, encoder_result = encoder_trained
     checkpoint = str(result.last_checkpoint)
     dm = build_datamodule(cfg, SpeakerBatches(), progress=False)
     unseen = dm.split.val + dm.split.test

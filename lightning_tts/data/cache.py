@@ -259,14 +259,19 @@ def _extract_batch(jobs: list[tuple[str, str, int, int]]) -> list[tuple[Optional
     assert _EXTRACTOR is not None
     out: list[tuple[Optional[str], Optional[str]]] = []
     for audio_path, cache_path, size, mtime_ns in jobs:
+        params = _EXTRACTOR.params
         try:
-            wav = read_audio(audio_path, _EXTRACTOR.params.sample_rate)
+            wav = read_audio(audio_path, params.sample_rate)
+            if wav.numel() <= params.n_fft // 2:  # a header that claimed more: nothing to train on
+                out.append((None, f"no features from {audio_path}: {wav.numel()} samples at {params.sample_rate} "
+                                  f"Hz, shorter than half an STFT window (n_fft {params.n_fft})"))
+                continue
             feats = _EXTRACTOR(wav)
             digest = file_sha256(audio_path)
         except AudioError as err:
             out.append((None, str(err)))
             continue
-        except (OSError, RuntimeError) as err:  # vanished since it was decoded; shorter than one STFT window
+        except (OSError, RuntimeError) as err:  # vanished since it was decoded
             out.append((None, f"no features from {audio_path}: {_first_line(err)}"))
             continue
         feats["mel"] = feats["mel"].half()
