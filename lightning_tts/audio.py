@@ -56,6 +56,11 @@ class FeatureParams:
         """Mel frames for ``n_samples`` samples (centred STFT)."""
         return n_samples // self.hop_length + 1
 
+    def reflectable(self, n_samples: int) -> bool:
+        """Whether ``n_samples`` samples can be reflected by ``n_fft // 2`` at each end to centre the
+        STFT frames (shorter clips are zero-padded by ``FeatureExtractor``; the cache refuses them)."""
+        return n_samples > self.n_fft // 2
+
 
 def audio_info(path: str | os.PathLike) -> tuple[int, int]:
     """(frames, sample_rate) from the file header, without decoding.
@@ -140,8 +145,8 @@ class FeatureExtractor(torch.nn.Module):
         """Features of one (T,) waveform: ``mel`` (frames, n_mels), ``pitch``/``energy`` (frames,)."""
         if wav.numel() == 0:
             wav = wav.new_zeros(1)  # an empty clip: one silent frame, as n_frames(0) says
-        reflectable = wav.numel() > self.params.n_fft // 2
-        magnitude = (self.spectrogram if reflectable else self.short_spectrogram)(wav)  # (n_fft/2+1, frames)
+        spectrogram = self.spectrogram if self.params.reflectable(wav.numel()) else self.short_spectrogram
+        magnitude = spectrogram(wav)  # (n_fft/2+1, frames)
         mel = torch.log(torch.clamp(self.mel_scale(magnitude), min=1e-5)).T.contiguous()  # (frames, n_mels)
         out = {"mel": mel}
         if self.params.energy:

@@ -257,12 +257,12 @@ def _extract_batch(jobs: list[tuple[str, str, int, int]]) -> list[tuple[Optional
         Per job: (SHA-256 of the audio, None) or (None, error); errors are returned, not raised.
     """
     assert _EXTRACTOR is not None
+    params = _EXTRACTOR.params
     out: list[tuple[Optional[str], Optional[str]]] = []
     for audio_path, cache_path, size, mtime_ns in jobs:
-        params = _EXTRACTOR.params
         try:
             wav = read_audio(audio_path, params.sample_rate)
-            if wav.numel() <= params.n_fft // 2:  # a header that claimed more: nothing to train on
+            if not params.reflectable(wav.numel()):  # a header that claimed more: nothing to train on
                 out.append((None, f"no features from {audio_path}: {wav.numel()} samples at {params.sample_rate} "
                                   f"Hz, shorter than half an STFT window (n_fft {params.n_fft})"))
                 continue
