@@ -43,6 +43,7 @@ TASK = Task("x", tiny_batch(3, 1), tiny_batch(2, 2))
 
 
 ENCODER_START = {"speaker_start": "encoder", "encoder": {"channels": 6, "layers": 1, "dim": 5, "window": 8}}
+MEMORY_START = {"speaker_start": "memory", "memory": {"slots": 4, "dim": 5}, "writer": {"channels": 6, "layers": 1, "segment": 4}}
 
 
 def meta_gradient(learner: MAMLLearner, first_order: bool) -> dict[str, torch.Tensor]:
@@ -51,9 +52,10 @@ def meta_gradient(learner: MAMLLearner, first_order: bool) -> dict[str, torch.Te
     return {n: p.grad.clone() for n, p in learner.named_parameters() if p.requires_grad}
 
 
-@pytest.mark.parametrize("options", [{"backend": "higher"}, {"backend": "func"}, ENCODER_START,
+@pytest.mark.parametrize("options", [{"backend": "higher"}, {"backend": "func"}, ENCODER_START, MEMORY_START,
                                      {"inner_lr_shape": "element"}, {**ENCODER_START, "speaker_consistency": 0.5}],
-                         ids=["higher", "func", "func-encoder-start", "func-element-rates", "func-speaker-consistency"])
+                         ids=["higher", "func", "func-encoder-start", "func-memory-start", "func-element-rates",
+                              "func-speaker-consistency"])
 def test_second_order_meta_gradient_matches_finite_differences(options: dict) -> None:
     learner = tiny_learner(**options)
     grads = meta_gradient(learner, first_order=False)
@@ -89,22 +91,28 @@ def test_backends_agree_and_every_meta_parameter_gets_gradient() -> None:
 
 
 @pytest.mark.parametrize("first_order", [False, True])
-def test_the_encoder_start_depends_on_the_support_set_and_is_meta_trained(first_order: bool) -> None:
-    """``speaker_start=encoder``: each voice starts from its own zero-shot estimate; the meta-gradient
-    reaches the encoder and the projection (through the inner steps), and not the unused initial vector."""
-    learner = tiny_learner(**ENCODER_START)
+@pytest.mark.parametrize("start, prefixes", [(ENCODER_START, ("encoder.", "speaker_proj.")),
+                                             (MEMORY_START, ("writer.", "memory.", "speaker_key", "speaker_out."))],
+                         ids=["encoder", "memory"])
+def test_a_zero_shot_start_depends_on_the_support_set_and_is_meta_trained(
+        first_order: bool, start: dict, prefixes: tuple[str, ...]) -> None:
+    """``speaker_start=encoder|memory``: each voice starts from its own zero-shot estimate; the
+    meta-gradient reaches every module of the estimate (through the inner steps), and not the unused
+    initial vector."""
+    learner = tiny_learner(**start)
     starts = [learner.adapt(tiny_batch(3, seed), steps=0).speaker for seed in (1, 7)]
     assert not torch.allclose(starts[0], starts[1])
     grads = meta_gradient(learner, first_order)
     assert "speaker_init" not in grads
-    for prefix in ("encoder.", "speaker_proj."):
+    for prefix in prefixes:
         reached = [n for n, g in grads.items() if n.startswith(prefix) and g.abs().sum() > 0]
         assert reached, f"no meta-gradient reaches {prefix}*"
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"speaker_start": "table"}, "learner.speaker_start must be one of ('learned', 'encoder'), got 'table'"),
+    ({"speaker_start": "table"}, "learner.speaker_start must be one of ('learned', 'encoder', 'memory'), got 'table'"),
     ({"speaker_start": "encoder", "backend": "higher"}, "learner.speaker_start=encoder needs learner.backend=func"),
+    ({"speaker_start": "memory", "backend": "higher"}, "learner.speaker_start=memory needs learner.backend=func"),
     ({"inner_lr_shape": "row"}, "learner.inner_lr_shape must be one of ('tensor', 'element'), got 'row'"),
     ({"inner_lr_shape": "element", "learn_inner_lr": False},
      "learner.inner_lr_shape=element needs learner.backend=func and learner.learn_inner_lr=true"),

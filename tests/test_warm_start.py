@@ -132,6 +132,7 @@ def _learner(*overrides: str, name: str = "maml"):
     ("mann", "mann", (), ["model", "memory", "writer", "key_proj", "read_proj", "speaker_key", "speaker_out"]),
     ("metric", "mann", (), ["model"]),
     ("metric", "maml", ("learner.speaker_start=encoder",), ["model", "encoder", "speaker_proj"]),
+    ("mann", "maml", ("learner.speaker_start=memory",), ["model", "memory", "writer", "speaker_key", "speaker_out"]),
 ])
 def test_what_maps_between_learners(source_name: str, target_name: str, overrides: tuple[str, ...],
                                     copied: list[str]) -> None:
@@ -142,10 +143,12 @@ def test_what_maps_between_learners(source_name: str, target_name: str, override
                if any(k == c or k.startswith(f"{c}.") for c in copied))
 
 
-def test_maml_from_a_metric_run_starts_at_its_zero_shot_voice() -> None:
-    """``speaker_start=encoder`` warm-started from a metric run: before any meta-training or inner
-    step, the start for a support set is exactly the metric learner's zero-shot voice for it."""
-    source, target = _learner(name="metric").eval(), _learner("learner.speaker_start=encoder")
+@pytest.mark.parametrize("source_name, start", [("metric", "encoder"), ("mann", "memory")])
+def test_maml_from_a_zero_shot_learner_starts_at_its_zero_shot_voice(source_name: str, start: str) -> None:
+    """``speaker_start=encoder`` warm-started from a metric run (``memory``: from a MANN run): before
+    any meta-training or inner step, the start for a support set is exactly the source's zero-shot
+    speaker vector for it."""
+    source, target = _learner(name=source_name).eval(), _learner(f"learner.speaker_start={start}")
     target.warm_start_from(source, "init_from x")
     g = torch.Generator().manual_seed(3)
     n_mels = source.feature_params.n_mels

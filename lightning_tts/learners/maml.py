@@ -7,11 +7,14 @@ configurable adapted subset (the speaker vector is always adapted; by default th
 layer too; cf. Meta-TTS, Huang et al., 2022).
 
 Where adaptation starts (``speaker_start``): ``learned``, one learned initial speaker vector for every
-voice (the mean voice); or ``encoder``, a zero-shot estimate of the voice from its support set — a
+voice (the mean voice); ``encoder``, a zero-shot estimate of the voice from its support set — a
 speaker encoder's centroid embedding through a linear projection (the metric learner's ``encoder`` and
-``speaker_proj``, so ``init_from`` a metric run brings both) — which the inner loop then refines.
-Encoder and projection are meta-trained with the rest (the meta-gradient reaches the start through
-the inner steps).
+``speaker_proj``, so ``init_from`` a metric run brings both) — which the inner loop then refines; or
+``memory``, the memory-augmented learner's zero-shot speaker vector — the support set written into a
+fresh external memory, read with a learned key and mapped to the speaker vector (its ``writer``,
+``memory``, ``speaker_key`` and ``speaker_out``, which ``init_from`` a MANN run brings; its per-phone
+reads are not used). The modules of the start are meta-trained with the rest (the meta-gradient
+reaches the start through the inner steps).
 
 For each task of an episodic batch, the inner loop takes ``inner_steps`` SGD steps on the support
 mel loss; the query loss under the adapted weights, averaged over tasks, is the meta-loss that the
@@ -43,10 +46,11 @@ from lightning_tts.learners import register_learner
 from lightning_tts.learners.base import AdaptedState, BaseLearner, LearnerConfig, ValidationExample
 from lightning_tts.models.acoustic import AcousticModel, AcousticOutput
 from lightning_tts.models.losses import masked_l1
-from lightning_tts.models.speaker_encoder import SpeakerEncoder, SpeakerEncoderConfig
+from lightning_tts.models.memory import ExternalMemory, MemoryConfig
+from lightning_tts.models.speaker_encoder import SegmentEncoder, SegmentEncoderConfig, SpeakerEncoder, SpeakerEncoderConfig
 
 BACKENDS = ("higher", "func")
-SPEAKER_STARTS = ("learned", "encoder")
+SPEAKER_STARTS = ("learned", "encoder", "memory")
 LR_SHAPES = ("tensor", "element")
 #: Why MAML takes no adaptation-regularisation options (``adapt_anchor``, ``adapt_holdout``,
 #: ``set_adaptation``): it adapts with the inner loop that meta-training shaped.
@@ -71,10 +75,14 @@ class MAMLConfig(LearnerConfig):
             ``inner_steps`` reuse the last learned rates.
         adapt_lr: a fixed rate for adaptation instead of the learned ones (None: the learned ones).
         adapt_params: fnmatch patterns of model parameters adapted besides the speaker vector.
-        speaker_start: ``learned`` (one learned initial speaker vector) or ``encoder`` (a zero-shot
-            estimate from the support set; see the module docstring; ``func`` backend only).
+        speaker_start: ``learned`` (one learned initial speaker vector), ``encoder`` or ``memory`` (a
+            zero-shot estimate from the support set by a speaker encoder or an external memory; see the
+            module docstring; ``func`` backend only).
         encoder: ``SpeakerEncoder`` sizes for ``speaker_start=encoder`` (those of the metric run that
             ``init_from`` names).
+        memory: ``ExternalMemory`` shape for ``speaker_start=memory`` (that of the MANN run that
+            ``init_from`` names: its ``learner.memory``).
+        writer: ``SegmentEncoder`` sizes for ``speaker_start=memory`` (the MANN run's ``learner.encoder``).
         speaker_consistency: weight of a speaker-consistency term in the meta-loss (0: none): the
             mean of 1 - cosine between the speaker encoder's embeddings of each predicted query mel
             and of its recording (YourTTS's speaker consistency loss); the encoder judges with its
@@ -94,6 +102,8 @@ class MAMLConfig(LearnerConfig):
     backend: str = "func"
     speaker_start: str = "learned"
     encoder: SpeakerEncoderConfig = field(default_factory=SpeakerEncoderConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+    writer: SegmentEncoderConfig = field(default_factory=SegmentEncoderConfig)
     speaker_consistency: float = 0.0
 
 
@@ -142,7 +152,7 @@ class MAMLLearner(BaseLearner):
     name = "maml"
     batches = TaskBatches()
     Config = MAMLConfig
-    warm_start_modules = ("speaker_init", "encoder", "speaker_proj")
+    warm_start_modules = ("speaker_init", "encoder", "speaker_proj", "memory", "writer", "speaker_key", "speaker_out")
     initial_speaker_name = "speaker_init"
 
     def __init__(self, **sections: Any) -> None:
@@ -156,8 +166,8 @@ class MAMLLearner(BaseLearner):
             raise LightningTTSError(f"learner.inner_steps must be >= 1, got {inner_steps}")
         if c.speaker_start not in SPEAKER_STARTS:
             raise LightningTTSError(f"learner.speaker_start must be one of {SPEAKER_STARTS}, got {c.speaker_start!r}")
-        if c.speaker_start == "encoder" and backend != "func":
-            raise LightningTTSError("learner.speaker_start=encoder needs learner.backend=func")
+        if c.speaker_start != "learned" and backend != "func":
+            raise LightningTTSError(f"learner.speaker_start={c.speaker_start} needs learner.backend=func")
         if c.speaker_consistency < 0 or (c.speaker_consistency > 0 and c.speaker_start != "encoder"):
             raise LightningTTSError(f"learner.speaker_consistency must be >= 0 and needs learner.speaker_start=encoder, "
                                     f"got {c.speaker_consistency} with speaker_start={c.speaker_start!r}")
@@ -171,11 +181,18 @@ class MAMLLearner(BaseLearner):
         self.fixed_adapt_lr = c.adapt_lr
         self.speaker_consistency = float(c.speaker_consistency)
         self.speaker_init = nn.Parameter(0.1 * torch.randn(self.model.speaker_dim))
+        self.speaker_start = c.speaker_start
         self.encoder: Optional[SpeakerEncoder] = None
         if c.speaker_start == "encoder":
             self.encoder = SpeakerEncoder(self.feature_params.n_mels, c.encoder)
             self.speaker_proj = nn.Linear(self.encoder.dim, self.model.speaker_dim)
-            self.speaker_init.requires_grad_(False)  # unused: the start comes from the encoder
+        if c.speaker_start == "memory":  # the modules and names of MANNLearner's speaker vector
+            self.memory = ExternalMemory(c.memory)
+            self.writer = SegmentEncoder(self.feature_params.n_mels, c.writer, c.memory.dim)
+            self.speaker_key = nn.Parameter(0.1 * torch.randn(c.memory.dim))
+            self.speaker_out = nn.Linear(c.memory.dim, self.model.speaker_dim)
+        if c.speaker_start != "learned":
+            self.speaker_init.requires_grad_(False)  # unused: the start comes from the support set
         adaptable = self.adaptable_parameters()
         self.adapted_names = ["speaker"] + [f"model.{n}" for n in adaptable]
         self.element_lrs: Optional[nn.ParameterList] = None
@@ -201,11 +218,16 @@ class MAMLLearner(BaseLearner):
         return SpeakerModel(self.model, self.speaker_init)
 
     def start_speaker(self, support: UtteranceBatch) -> torch.Tensor:
-        """(speaker_dim,) where the inner loop starts for the voice of ``support``: the learned initial
-        vector, or the projected centroid of the support set's speaker embeddings."""
-        if self.encoder is None:
-            return self.speaker_init
-        return self.speaker_proj(self.encoder.centroid(support.mels, support.mel_lengths))
+        """(speaker_dim,) where the inner loop starts for the voice of ``support`` (``speaker_start``):
+        the learned initial vector; the projected centroid of the support set's speaker embeddings; or
+        the speaker vector read from a fresh memory that the support set was written into."""
+        if self.speaker_start == "encoder":
+            assert self.encoder is not None
+            return self.speaker_proj(self.encoder.centroid(support.mels, support.mel_lengths))
+        if self.speaker_start == "memory":
+            state = self.memory.write_tasks(*self.writer(support.mels, support.mel_lengths), 1)  # one (1, N, D) memory
+            return self.speaker_out(self.memory.read_with_key(self.speaker_key, state.memory))[0]
+        return self.speaker_init
 
     def step_rates(self, step: int) -> list[torch.Tensor]:
         """Inner learning rate of each adapted tensor at ``step`` (the last row past ``inner_steps``): a

@@ -98,23 +98,11 @@ class MANNLearner(BaseLearner):
     # ---------------------------------------------------------------- memory
     def write_support(self, support: UtteranceBatch, tasks: int) -> MemoryState:
         """Fresh memories for ``tasks`` tasks, each written with its support rows (task-major, K per task)."""
-        return self._write(*self.writer(support.mels, support.mel_lengths), tasks)
-
-    def _write(self, vectors: torch.Tensor, mask: torch.Tensor, tasks: int) -> MemoryState:
-        """Write segment vectors (T*K, S, D) with mask (T*K, S) into ``tasks`` fresh memories, utterance by utterance."""
-        shots = vectors.shape[0] // tasks
-        keys = vectors.reshape(tasks, shots * vectors.shape[1], -1)  # (T, K*S, D)
-        state = self.memory.reset(tasks, vectors.device, vectors.dtype)
-        return self.memory.write_sequence(state, keys, mask.reshape(tasks, -1))
-
-    def global_read(self, memory: torch.Tensor) -> torch.Tensor:
-        """(B, N, D) memories -> (B, D) read with the learned speaker key."""
-        key = self.speaker_key.to(memory.dtype).expand(memory.shape[0], -1)  # (B, D)
-        return self.memory.read(self.memory.address(key, memory), memory)
+        return self.memory.write_tasks(*self.writer(support.mels, support.mel_lengths), tasks)
 
     def speaker_from_memory(self, memory: torch.Tensor) -> torch.Tensor:
-        """(B, N, D) memories -> (B, speaker_dim) speaker vectors."""
-        return self.speaker_out(self.global_read(memory))
+        """(B, N, D) memories -> (B, speaker_dim) speaker vectors (the read with the learned speaker key)."""
+        return self.speaker_out(self.memory.read_with_key(self.speaker_key, memory))
 
     def token_conditioning(self, extras: Optional[dict[str, torch.Tensor]]) -> Optional[Callable[[torch.Tensor], torch.Tensor]]:
         """Per-phone memory reads from ``extras["memory"]`` ((N, D) for one voice or (B, N, D))."""
@@ -144,7 +132,7 @@ class MANNLearner(BaseLearner):
     # ---------------------------------------------------------------- Lightning steps
     def training_step(self, batch: TaskBatch, batch_idx: int) -> torch.Tensor:
         vectors, mask = self.writer(batch.support.mels, batch.support.mel_lengths)  # (T*K, S, D), (T*K, S)
-        state = self._write(vectors, mask, len(batch))
+        state = self.memory.write_tasks(vectors, mask, len(batch))
         losses, _ = self.memory_state_losses(batch.query, self._query_memories(state, batch))
         if len(batch) > 1:
             m = mask[:, :, None].to(vectors.dtype)
@@ -189,7 +177,7 @@ class MANNLearner(BaseLearner):
     def reference_state(self, mels: torch.Tensor, lengths: torch.Tensor) -> AdaptedState:
         """Zero-shot voice: write reference mels (K, T, n_mels) into a fresh memory (``ReferenceCloning``)."""
         with torch.no_grad():
-            return self.state_from_memory(self._write(*self.writer(mels, lengths), 1))
+            return self.state_from_memory(self.memory.write_tasks(*self.writer(mels, lengths), 1))
 
     def initial_speaker(self) -> torch.Tensor:
         """The speaker vector of an empty (freshly reset) memory."""

@@ -153,6 +153,27 @@ class ExternalMemory(nn.Module):
             state = self.write(state, keys[:, t], None if mask is None else mask[:, t])
         return state
 
+    def write_tasks(self, vectors: torch.Tensor, mask: torch.Tensor, tasks: int) -> MemoryState:
+        """Fresh memories for ``tasks`` tasks, each written with its rows' vectors in order.
+
+        Args:
+            vectors: (T*K, S, D) vectors of K items per task (task-major), S per item.
+            mask: (T*K, S) False on padding.
+            tasks: T.
+
+        Returns:
+            The T memories after the writes.
+        """
+        shots = vectors.shape[0] // tasks
+        keys = vectors.reshape(tasks, shots * vectors.shape[1], -1)  # (T, K*S, D)
+        state = self.reset(tasks, vectors.device, vectors.dtype)
+        return self.write_sequence(state, keys, mask.reshape(tasks, -1))
+
+    def read_with_key(self, key: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+        """The read of one key (D,) from each memory (B, N, D) -> (B, D)."""
+        key = key.to(memory.dtype).expand(memory.shape[0], -1)  # (B, D)
+        return self.read(self.address(key, memory), memory)
+
 
 def select_tasks(state: MemoryState, index: torch.Tensor) -> MemoryState:
     """The memories of tasks ``index`` (e.g. one row per query utterance)."""
