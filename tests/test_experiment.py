@@ -61,7 +61,7 @@ def test_overrides_go_to_the_experiment_or_to_every_run() -> None:
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (["systems.metric.init_from=maml_zeroshot"], "systems.metric.init_from='maml_zeroshot' is not a system listed before 'metric'"),
+    (["systems.metric.init_from=maml_memory"], "systems.metric.init_from='maml_memory' is not a system listed before 'metric'"),
     (["tune.metric=loudness"], "tune.metric must be one of"),
     (["tune.lrs=[0.0]"], "tune needs rates > 0"),
     (["tune.steps=[]"], "tune needs rates > 0, shots >= 1 and steps >= 1"),

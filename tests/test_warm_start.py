@@ -143,6 +143,34 @@ def test_what_maps_between_learners(source_name: str, target_name: str, override
                if any(k == c or k.startswith(f"{c}.") for c in copied))
 
 
+@pytest.mark.parametrize("source_name, overrides, message", [
+    ("metric", ("learner.speaker_start=memory",), "learner.speaker_start=memory needs a mann run of the same sizes "
+                                                  "(not copied: memory, writer, speaker_key, speaker_out)"),
+    ("mann", ("learner.speaker_start=memory", "learner.writer.segment=8"),
+     "learner.speaker_start=memory needs a mann run of the same sizes (its learner.encoder differs from this run's "
+     "learner.writer)"),
+    ("mann", ("learner.speaker_start=memory", "learner.memory.gamma=0.9"),
+     "learner.speaker_start=memory needs a mann run of the same sizes (its learner.memory differs from this run's "
+     "learner.memory)"),
+    ("baseline", ("learner.speaker_start=encoder",), "learner.speaker_start=encoder needs a metric run of the same "
+                                                    "sizes (not copied: encoder, speaker_proj)"),
+])
+def test_a_zero_shot_start_refuses_a_source_that_cannot_give_it(source_name: str, overrides: tuple[str, ...],
+                                                                message: str) -> None:
+    """Without this, the start's modules would stay random (not copied) or be read with other sizes
+    (a segment length or a forget factor is no tensor shape, so the copy alone would not notice)."""
+    name = "multispeaker" if source_name == "baseline" else source_name
+    with pytest.raises(LightningTTSError) as err:
+        _learner(*overrides).warm_start_from(_learner(name=name), "init_from x")
+    assert str(err.value) == f"init_from x: {message}"
+
+
+def test_a_maml_run_with_the_memory_start_warm_starts_another() -> None:
+    source, target = _learner("learner.speaker_start=memory"), _learner("learner.speaker_start=memory")
+    assert target.warm_start_from(source, "init_from x") == ["model", "speaker_init", "memory", "writer", "speaker_key",
+                                                             "speaker_out"]
+
+
 @pytest.mark.parametrize("source_name, start", [("metric", "encoder"), ("mann", "memory")])
 def test_maml_from_a_zero_shot_learner_starts_at_its_zero_shot_voice(source_name: str, start: str) -> None:
     """``speaker_start=encoder`` warm-started from a metric run (``memory``: from a MANN run): before

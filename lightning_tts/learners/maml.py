@@ -212,6 +212,36 @@ class MAMLLearner(BaseLearner):
         if self._trainer is not None:
             check_precision(str(self.trainer.precision))
 
+    # ---------------------------------------------------------------- warm start
+    def warm_start_from(self, source: BaseLearner, origin: str) -> list[str]:
+        """``BaseLearner.warm_start_from``, refusing a source that cannot give a zero-shot start: with
+        ``speaker_start=encoder`` or ``memory`` every module of the start must come from ``source``, built
+        with the same sizes (a metric run's ``learner.encoder``; a MANN run's ``learner.memory`` and
+        ``learner.encoder``, MAML's ``learner.writer``), else the start would be random.
+
+        Raises:
+            LightningTTSError: a module of the start not copied, or sizes that differ, in one line.
+        """
+        copied = super().warm_start_from(source, origin)
+        c = self.config
+        if c.speaker_start == "learned":
+            return copied
+        kind, modules, sizes = {  # (source learner, modules of the start, (source option, this run's option, value))
+            "encoder": ("metric", ("encoder", "speaker_proj"), [("encoder", "encoder", c.encoder)]),
+            "memory": ("mann", ("memory", "writer", "speaker_key", "speaker_out"),
+                       [("memory", "memory", c.memory), ("encoder", "writer", c.writer)]),
+        }[c.speaker_start]
+        missing = [m for m in modules if m not in copied]
+        theirs = source.config
+        same_kind = isinstance(source, MAMLLearner)  # a MAML run with this start names the options as this run does
+        differ = [(o if same_kind else t, o) for t, o, value in sizes if getattr(theirs, o if same_kind else t, None) != value]
+        if missing or differ:
+            what = (f"not copied: {', '.join(missing)}" if missing else
+                    f"its learner.{differ[0][0]} differs from this run's learner.{differ[0][1]}")
+            raise LightningTTSError(f"{origin}: learner.speaker_start={c.speaker_start} needs a {kind} run of the same "
+                                    f"sizes ({what})")
+        return copied
+
     # ---------------------------------------------------------------- inner loops
     def net(self) -> SpeakerModel:
         """A view of (acoustic model, initial speaker vector) sharing this learner's parameters."""

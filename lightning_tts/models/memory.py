@@ -44,7 +44,8 @@ class MemoryState:
 
 @dataclass
 class MemoryConfig:
-    """Shape and options of ``ExternalMemory`` (the memory-augmented learner's ``learner.memory``).
+    """Shape and options of ``ExternalMemory`` (the memory-augmented learner's ``learner.memory``; MAML's
+    too, for ``speaker_start=memory``).
 
     Attributes:
         slots: N.

@@ -144,7 +144,8 @@ class SpeakerEncoder(nn.Module):
 
 @dataclass
 class SegmentEncoderConfig:
-    """Sizes of ``SegmentEncoder`` (the memory-augmented learner's ``learner.encoder`` section).
+    """Sizes of ``SegmentEncoder`` (the memory-augmented learner's ``learner.encoder`` section; MAML's
+    ``learner.writer`` for ``speaker_start=memory``).
 
     Attributes:
         channels: convolution channels.
