@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from lightning_tts.data.tasks import Task, UtteranceBatch
+from lightning_tts.data.tasks import Task, TaskBatch, UtteranceBatch
 from lightning_tts.errors import LightningTTSError
 from lightning_tts.learners.maml import MAMLLearner
 from lightning_tts.text import SYMBOLS
@@ -46,9 +46,9 @@ ENCODER_START = {"speaker_start": "encoder", "encoder": {"channels": 6, "layers"
 MEMORY_START = {"speaker_start": "memory", "memory": {"slots": 4, "dim": 5}, "writer": {"channels": 6, "layers": 1, "segment": 4}}
 
 
-def meta_gradient(learner: MAMLLearner, first_order: bool) -> dict[str, torch.Tensor]:
+def meta_gradient(learner: MAMLLearner, first_order: bool, task: Task = TASK) -> dict[str, torch.Tensor]:
     learner.zero_grad()
-    learner.meta_losses(TASK, first_order=first_order)["loss"].backward()
+    learner.meta_losses(task, first_order=first_order)["loss"].backward()
     return {n: p.grad.clone() for n, p in learner.named_parameters() if p.requires_grad}
 
 
@@ -107,6 +107,29 @@ def test_a_zero_shot_start_depends_on_the_support_set_and_is_meta_trained(
     for prefix in prefixes:
         reached = [n for n, g in grads.items() if n.startswith(prefix) and g.abs().sum() > 0]
         assert reached, f"no meta-gradient reaches {prefix}*"
+
+
+@pytest.mark.parametrize("start", [ENCODER_START, MEMORY_START, {}], ids=["encoder", "memory", "learned"])
+def test_the_batched_start_of_a_meta_batch_equals_each_task_started_alone(start: dict) -> None:
+    """``training_step`` computes every task's start in one pass over the meta-batch's support rows
+    (padded to the longest task); each must equal the start of that task alone (its own padding),
+    and so must the meta-gradient taken from it."""
+    learner = tiny_learner(**start)
+    support = tiny_batch(9, 3)
+    support.mel_lengths = torch.tensor([14, 14, 11, 9, 8, 9, 12, 6, 10])  # task 1 is 5 frames shorter
+    batch = TaskBatch(support=support, query=tiny_batch(6, 4), shots=3, queries=2)
+    batched = learner.start_speakers(batch.support, len(batch))  # (T, speaker_dim)
+    tasks = batch.tasks()
+    assert tasks[1].support.mels.shape[1] == 9  # alone, the task carries less padding than in the batch
+    for task, start_vector in zip(tasks, batched):
+        assert torch.allclose(start_vector, learner.start_speaker(task.support), rtol=0, atol=1e-12)
+    learner.zero_grad()
+    learner.meta_losses(tasks[1], start=batched[1])["loss"].backward()
+    from_batch = {n: p.grad.clone() for n, p in learner.named_parameters() if p.requires_grad}
+    alone = meta_gradient(learner, first_order=False, task=tasks[1])  # its start from its own support set
+    assert from_batch.keys() == alone.keys()
+    for name in alone:
+        assert torch.allclose(from_batch[name], alone[name], rtol=1e-9, atol=1e-12), name
 
 
 @pytest.mark.parametrize("options, message", [

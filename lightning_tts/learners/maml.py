@@ -181,7 +181,6 @@ class MAMLLearner(BaseLearner):
         self.fixed_adapt_lr = c.adapt_lr
         self.speaker_consistency = float(c.speaker_consistency)
         self.speaker_init = nn.Parameter(0.1 * torch.randn(self.model.speaker_dim))
-        self.speaker_start = c.speaker_start
         self.encoder: Optional[SpeakerEncoder] = None
         if c.speaker_start == "encoder":
             self.encoder = SpeakerEncoder(self.feature_params.n_mels, c.encoder)
@@ -248,16 +247,27 @@ class MAMLLearner(BaseLearner):
         return SpeakerModel(self.model, self.speaker_init)
 
     def start_speaker(self, support: UtteranceBatch) -> torch.Tensor:
-        """(speaker_dim,) where the inner loop starts for the voice of ``support`` (``speaker_start``):
-        the learned initial vector; the projected centroid of the support set's speaker embeddings; or
-        the speaker vector read from a fresh memory that the support set was written into."""
-        if self.speaker_start == "encoder":
+        """(speaker_dim,) where the inner loop starts for the voice of ``support`` (``start_speakers``)."""
+        return self.start_speakers(support, 1)[0]
+
+    def start_speakers(self, support: UtteranceBatch, tasks: int) -> torch.Tensor:
+        """(T, speaker_dim) where the inner loop starts for each of ``tasks`` voices (``speaker_start``):
+        the learned initial vector; the projected centroid of the task's support embeddings; or the
+        speaker vector read from a fresh memory that the task's support set was written into. One
+        batched pass over all T tasks (their memories are written side by side).
+
+        Args:
+            support: (T*K, ...) support utterances, task-major (task t owns rows [t*K, (t+1)*K)).
+            tasks: T.
+        """
+        start = self.config.speaker_start
+        if start == "encoder":
             assert self.encoder is not None
-            return self.speaker_proj(self.encoder.centroid(support.mels, support.mel_lengths))
-        if self.speaker_start == "memory":
-            state = self.memory.write_tasks(*self.writer(support.mels, support.mel_lengths), 1)  # one (1, N, D) memory
-            return self.speaker_out(self.memory.read_with_key(self.speaker_key, state.memory))[0]
-        return self.speaker_init
+            return self.speaker_proj(self.encoder.centroids(support.mels, support.mel_lengths, tasks))
+        if start == "memory":
+            state = self.memory.write_tasks(*self.writer(support.mels, support.mel_lengths), tasks)  # (T, N, D) memories
+            return self.speaker_out(self.memory.read_with_key(self.speaker_key, state.memory))
+        return self.speaker_init.expand(tasks, -1)
 
     def step_rates(self, step: int) -> list[torch.Tensor]:
         """Inner learning rate of each adapted tensor at ``step`` (the last row past ``inner_steps``): a
@@ -288,7 +298,8 @@ class MAMLLearner(BaseLearner):
 
     def inner_loop(self, support: UtteranceBatch, steps: int, order: str,
                    rates: Optional[Callable[[int], list[Any]]] = None,
-                   progress: Optional[Callable[[float], None]] = None) -> dict[str, torch.Tensor]:
+                   progress: Optional[Callable[[float], None]] = None,
+                   start: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
         """SGD on the support mel loss over the adapted tensors only (``torch.func``).
 
         Args:
@@ -299,6 +310,8 @@ class MAMLLearner(BaseLearner):
                 ``none`` (adaptation after training: every step starts from constants).
             rates: step -> one rate per adapted tensor (default: the learned/fixed inner rates).
             progress: called with each step's support loss.
+            start: (speaker_dim,) the speaker vector to start from, when already computed for a batch
+                of tasks (``start_speakers``); default: ``start_speaker(support)``.
 
         Returns:
             Adapted tensors by name (``speaker``, ``model.<param>``); detached when ``order="none"``.
@@ -306,7 +319,7 @@ class MAMLLearner(BaseLearner):
         net = self.net()
         named = dict(net.named_parameters())
         fast = {n: named[n] for n in self.adapted_names}
-        fast["speaker"] = self.start_speaker(support)
+        fast["speaker"] = self.start_speaker(support) if start is None else start
         durations = self.align(support)
         rates = rates or self.step_rates
         for step in range(steps):
@@ -320,9 +333,10 @@ class MAMLLearner(BaseLearner):
                 progress(float(loss.detach()))
         return {n: p.detach() for n, p in fast.items()} if order == "none" else fast
 
-    def _meta_losses_func(self, task: Task, steps: int, first_order: bool) -> dict[str, torch.Tensor]:
-        """Query losses after ``inner_loop`` (the ``torch.func`` backend)."""
-        fast = self.inner_loop(task.support, steps, "first" if first_order else "second")
+    def _meta_losses_func(self, task: Task, steps: int, first_order: bool,
+                          start: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
+        """Query losses after ``inner_loop`` (the ``torch.func`` backend) from ``start`` (see ``inner_loop``)."""
+        fast = self.inner_loop(task.support, steps, "first" if first_order else "second", start=start)
         out = functional_call(self.net(), fast, (task.query,), strict=False)
         losses = self.criterion(out, task.query.mels, task.query.mel_lengths, task.query.token_lengths, self.schedule_step)
         if self.speaker_consistency > 0:
@@ -346,12 +360,15 @@ class MAMLLearner(BaseLearner):
             recorded_emb = self.encoder(query.mels, query.mel_lengths)  # (Q, dim)
         return (1.0 - (predicted_emb * recorded_emb).sum(dim=-1)).mean()
 
-    def meta_losses(self, task: Task, steps: Optional[int] = None, first_order: Optional[bool] = None) -> dict[str, torch.Tensor]:
-        """Losses on the query set of ``task`` after adapting on its support set (differentiable)."""
+    def meta_losses(self, task: Task, steps: Optional[int] = None, first_order: Optional[bool] = None,
+                    start: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
+        """Losses on the query set of ``task`` after adapting on its support set (differentiable);
+        ``start``: its precomputed start speaker vector (``torch.func`` backend; see ``inner_loop``)."""
         steps = self.inner_steps if steps is None else steps
         first_order = self.first_order if first_order is None else first_order
-        run = self._meta_losses_higher if self.backend == "higher" else self._meta_losses_func
-        return run(task, steps, first_order)
+        if self.backend == "higher":
+            return self._meta_losses_higher(task, steps, first_order)
+        return self._meta_losses_func(task, steps, first_order, start)
 
     @staticmethod
     def _mel_l1(out: AcousticOutput, batch: UtteranceBatch) -> torch.Tensor:
@@ -360,7 +377,12 @@ class MAMLLearner(BaseLearner):
 
     # ---------------------------------------------------------------- Lightning steps
     def training_step(self, batch: TaskBatch, batch_idx: int) -> torch.Tensor:
-        per_task = [self.meta_losses(task) for task in batch.tasks()]
+        tasks = batch.tasks()
+        if self.config.speaker_start == "learned":
+            per_task = [self.meta_losses(task) for task in tasks]
+        else:  # every task's zero-shot start in one batched pass: (T, speaker_dim)
+            starts = self.start_speakers(batch.support, len(batch))
+            per_task = [self.meta_losses(task, start=start) for task, start in zip(tasks, starts)]
         losses = {k: torch.stack([t[k] for t in per_task]).mean() for k in per_task[0]}
         self.log_losses("train", {f"query_{k}" if k != "loss" else k: v for k, v in losses.items()},
                         batch_size=len(batch))

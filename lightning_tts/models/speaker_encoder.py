@@ -126,7 +126,13 @@ class SpeakerEncoder(nn.Module):
 
     def centroid(self, mels: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """(K, T, n_mels), (K,) reference utterances of one voice -> (dim,) their normalised mean embedding."""
-        return F.normalize(self.embed(mels, lengths).mean(dim=0), dim=-1)
+        return self.centroids(mels, lengths, 1)[0]
+
+    def centroids(self, mels: torch.Tensor, lengths: torch.Tensor, voices: int) -> torch.Tensor:
+        """(V*K, T, n_mels), (V*K,) reference utterances of ``voices`` voices, K each (voice-major) ->
+        (V, dim): each voice's normalised mean embedding."""
+        per_voice = self.embed(mels, lengths).reshape(voices, len(mels) // voices, -1)  # (V, K, dim)
+        return F.normalize(per_voice.mean(dim=1), dim=-1)
 
     def random_crop(self, mels: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Training crops: a random ``window``-frame span of each utterance longer than ``window``.
