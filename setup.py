@@ -16,9 +16,11 @@ setup(
     # the YAML presets and speaker split lists travel inside the package (read via importlib.resources)
     package_data={"lightning_tts": ["conf/*.yaml", "conf/*/*.yaml", "data/splits/*.yaml", "data/splits/README.md"]},
     install_requires=[
-        # torchaudio refuses to import beside any torch other than its own release: pin the pair.
-        "torch==2.11.*",
-        "torchaudio==2.11.*",
+        # torchaudio refuses to import beside any torch other than its own release: pin the pair exactly.
+        # torchaudio 2.11.1 cannot load its library beside torch 2.11.0 (undefined symbol
+        # torch_exception_get_what_without_backtrace), and the registry has no torch 2.11.1.
+        "torch==2.11.0",
+        "torchaudio==2.11.0",
         "pytorch-lightning>=2.4,<3",
         "torchmetrics>=1.4",
         "omegaconf>=2.3",
