@@ -32,6 +32,7 @@ CASES = {name: small_learner_overrides(name) for name in available()}
 CASES.update({
     "maml-higher-2nd": (*CASES["maml"], "learner.backend=higher"),
     "maml-higher-1st": (*CASES["maml"], "learner.backend=higher", "learner.first_order=true"),
+    "maml-memory-start": (*CASES["maml"], "learner.speaker_start=memory", "learner.inner_lr_shape=element"),
     "metric-triplet-joint": (*CASES["metric"], "learner.metric_loss=triplet", "learner.mining=semi_hard",
                              "learner.encoder_mode=joint"),
 })

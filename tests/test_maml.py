@@ -132,6 +132,30 @@ def test_the_batched_start_of_a_meta_batch_equals_each_task_started_alone(start:
         assert torch.allclose(from_batch[name], alone[name], rtol=1e-9, atol=1e-12), name
 
 
+@pytest.mark.parametrize("start", [ENCODER_START, MEMORY_START, {}, {"backend": "higher"}],
+                         ids=["encoder", "memory", "learned", "learned-higher"])
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log\(\)`")
+def test_a_meta_batch_loss_and_gradient_are_the_mean_over_its_tasks_alone(start: dict) -> None:
+    """``training_step`` (every start from one batched pass, ``start_speakers``) returns the mean of the
+    tasks' query losses, each task adapted alone from its own start, and so has the mean meta-gradient:
+    for the zero-shot starts and for the learned vector, with either backend (``higher`` ignores the
+    passed start and starts from ``speaker_init`` itself)."""
+    learner = tiny_learner(**start)
+    support = tiny_batch(6, 5)
+    support.mel_lengths = torch.tensor([14, 14, 11, 9, 8, 12])
+    batch = TaskBatch(support=support, query=tiny_batch(4, 6), shots=3, queries=2)
+    learner.zero_grad()
+    loss = learner.training_step(batch, 0)
+    loss.backward()
+    from_step = {n: p.grad.clone() for n, p in learner.named_parameters() if p.requires_grad}
+    alone = [meta_gradient(learner, first_order=False, task=task) for task in batch.tasks()]
+    losses = [float(learner.meta_losses(task)["loss"].detach()) for task in batch.tasks()]
+    assert float(loss.detach()) == pytest.approx(sum(losses) / len(losses), rel=1e-12)
+    assert from_step.keys() == alone[0].keys()
+    for name in from_step:
+        assert torch.allclose(from_step[name], (alone[0][name] + alone[1][name]) / 2, rtol=1e-9, atol=1e-12), name
+
+
 @pytest.mark.parametrize("options, message", [
     ({"speaker_start": "table"}, "learner.speaker_start must be one of ('learned', 'encoder', 'memory'), got 'table'"),
     ({"speaker_start": "encoder", "backend": "higher"}, "learner.speaker_start=encoder needs learner.backend=func"),

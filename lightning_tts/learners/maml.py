@@ -363,7 +363,8 @@ class MAMLLearner(BaseLearner):
     def meta_losses(self, task: Task, steps: Optional[int] = None, first_order: Optional[bool] = None,
                     start: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
         """Losses on the query set of ``task`` after adapting on its support set (differentiable);
-        ``start``: its precomputed start speaker vector (``torch.func`` backend; see ``inner_loop``)."""
+        ``start``: its precomputed start speaker vector (see ``inner_loop``). The ``higher`` backend, which
+        only the learned start may use, starts from ``speaker_init`` itself and ignores it."""
         steps = self.inner_steps if steps is None else steps
         first_order = self.first_order if first_order is None else first_order
         if self.backend == "higher":
@@ -377,12 +378,8 @@ class MAMLLearner(BaseLearner):
 
     # ---------------------------------------------------------------- Lightning steps
     def training_step(self, batch: TaskBatch, batch_idx: int) -> torch.Tensor:
-        tasks = batch.tasks()
-        if self.config.speaker_start == "learned":
-            per_task = [self.meta_losses(task) for task in tasks]
-        else:  # every task's zero-shot start in one batched pass: (T, speaker_dim)
-            starts = self.start_speakers(batch.support, len(batch))
-            per_task = [self.meta_losses(task, start=start) for task, start in zip(tasks, starts)]
+        starts = self.start_speakers(batch.support, len(batch))  # (T, speaker_dim), one batched pass
+        per_task = [self.meta_losses(task, start=start) for task, start in zip(batch.tasks(), starts)]
         losses = {k: torch.stack([t[k] for t in per_task]).mean() for k in per_task[0]}
         self.log_losses("train", {f"query_{k}" if k != "loss" else k: v for k, v in losses.items()},
                         batch_size=len(batch))
