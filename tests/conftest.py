@@ -132,6 +132,10 @@ FAST_OPTIONS: dict[str, tuple[str, ...]] = {
 }
 
 
+#: MAML started from the memory read of the support set: the embedded-default preset's form
+MAML_MEMORY_START = ("learner.speaker_start=memory", "learner.inner_lr_shape=element")
+
+
 def small_learner_overrides(name: str) -> tuple[str, ...]:
     """``learner.name=<name>`` with small batches of the learner's own batch plan, for tests that run
     every registered learner (discovered from the registry, so a new learner is tested too)."""

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import small_learner_overrides
+from conftest import MAML_MEMORY_START, small_learner_overrides
 from lightning_tts.learners import available
 
 PROBE = Path(__file__).parent / "ddp_fit_probe.py"
@@ -32,7 +32,7 @@ CASES = {name: small_learner_overrides(name) for name in available()}
 CASES.update({
     "maml-higher-2nd": (*CASES["maml"], "learner.backend=higher"),
     "maml-higher-1st": (*CASES["maml"], "learner.backend=higher", "learner.first_order=true"),
-    "maml-memory-start": (*CASES["maml"], "learner.speaker_start=memory", "learner.inner_lr_shape=element"),
+    "maml-memory-start": (*CASES["maml"], *MAML_MEMORY_START),
     "metric-triplet-joint": (*CASES["metric"], "learner.metric_loss=triplet", "learner.mining=semi_hard",
                              "learner.encoder_mode=joint"),
 })

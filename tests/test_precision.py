@@ -8,24 +8,20 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import small_learner_overrides
+from conftest import MAML_MEMORY_START, small_learner_overrides
 from lightning_tts.learners import available
 from lightning_tts.training import run
 
-#: MAML's inner loop started from the memory read, the embedded-default preset's form (its batched writes)
-MAML_STARTS = {"maml-memory-start": ("learner.speaker_start=memory", "learner.inner_lr_shape=element")}
+# every registered learner, and MAML from the memory start (its batched memory writes under autocast)
+CASES = {name: small_learner_overrides(name) for name in available()}
+CASES["maml-memory-start"] = (*CASES["maml"], *MAML_MEMORY_START)
 
 
-def case_overrides(case: str) -> tuple[str, ...]:
-    """A registered learner's small overrides, or MAML's with one of ``MAML_STARTS``."""
-    return (*small_learner_overrides("maml"), *MAML_STARTS[case]) if case in MAML_STARTS else small_learner_overrides(case)
-
-
-@pytest.mark.parametrize("case", [*available(), *MAML_STARTS])
+@pytest.mark.parametrize("case", CASES)
 def test_bf16_mixed_fit(make_cfg, synthetic_root: Path, case: str) -> None:
     cfg = make_cfg(f"data.root={synthetic_root}", "data.splits.val=2", "data.splits.test=2", "trainer.max_steps=3",
                    "trainer.val_check_interval=3", "trainer.check_val_every_n_epoch=null", "trainer.limit_val_batches=1",
-                   "trainer.precision=bf16-mixed", "trainer.enable_progress_bar=false", "fewshot.every=0", *case_overrides(case))
+                   "trainer.precision=bf16-mixed", "trainer.enable_progress_bar=false", "fewshot.every=0", *CASES[case])
     result = run(cfg, "fit", progress=False)
     assert result.learner.trainer.precision == "bf16-mixed"
     losses = {k: v for k, v in result.metrics.items() if k.endswith("loss") or k.endswith("eer")}
